@@ -1,0 +1,171 @@
+"""The `cashloop` command."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from pathlib import Path
+
+from app.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG = "/etc/cashloop/config.toml"
+
+
+def _config(path: str | None) -> Config:
+    path = path or os.environ.get("CASHLOOP_CONFIG") or DEFAULT_CONFIG
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"cashloop: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _logging(cfg: Config | None = None) -> None:
+    level = cfg.cashloop.log_level if cfg else "INFO"
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _services(cfg: Config):
+    from app.services import build_services
+
+    try:
+        return build_services(cfg)
+    except (OSError, RuntimeError) as exc:
+        print(f"cashloop: cannot open the database in {cfg.cashloop.data_dir}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _config(args.path)
+    print(
+        f"{cfg.source_path}: OK (psa {cfg.psa.kind}, accounting {cfg.accounting.kind}, "
+        f"time zone {cfg.cashloop.timezone})"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    _logging(cfg)
+    from app.server import serve
+
+    serve(cfg, bind=args.bind)
+    return 0
+
+
+def _run_job(args: argparse.Namespace, fn) -> int:
+    cfg = _config(args.config)
+    _logging(cfg)
+    services = _services(cfg)
+    from app.jobs.scheduler import LockBusy, job_lock
+
+    try:
+        with job_lock(services):
+            return fn(services)
+    except LockBusy as exc:
+        print(f"cashloop: {exc}", file=sys.stderr)
+        return 3
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from app.jobs import poll_psa
+
+    def run(services) -> int:
+        def progress(obj: str, n: int) -> None:
+            if sys.stderr.isatty():
+                print(f"\r{obj}: {n} records", end="", file=sys.stderr, flush=True)
+
+        report = poll_psa.run(services, full=args.full, progress=progress)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(report.summary())
+        return 1 if report.error else 0
+
+    return _run_job(args, run)
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from app.jobs import drain_outbox
+
+    def run(services) -> int:
+        report = drain_outbox.run(services, limit=args.limit)
+        print(f"outbox: {report.done} done, {report.retried} to retry, {report.dead} dead")
+        for err in report.errors:
+            print(f"  {err}")
+        return 0
+
+    return _run_job(args, run)
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    services = _services(cfg)
+    if args.password_file:
+        password = Path(args.password_file).read_text(encoding="utf-8").strip()
+    else:
+        password = getpass.getpass(f"Password for {args.email}: ")
+    from app.core.admins import AdminError, create_admin
+
+    try:
+        create_admin(services.store, services.clock, email=args.email, password=password, role=args.role)
+    except AdminError as exc:
+        print(f"cashloop: {exc}", file=sys.stderr)
+        return 2
+    print(f"admin {args.email} ({args.role}) created")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo.runner import run_demo
+
+    return run_demo(port=args.port, data_dir=Path(args.data), fresh=args.fresh)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cashloop", description="Self-hosted payment portal for MSPs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("demo", help="run the whole loop on loopback with generated data")
+    s.add_argument("--port", type=int, default=8080)
+    s.add_argument("--data", default="demo-data", help="folder for the demo's files (default ./demo-data)")
+    s.add_argument("--fresh", action="store_true", help="throw away earlier demo data first")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("serve", help="run the portal and the scheduler under gunicorn")
+    s.add_argument("--config", help=f"config file (default $CASHLOOP_CONFIG or {DEFAULT_CONFIG})")
+    s.add_argument("--bind", help="host:port, overriding cashloop.listen")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("check-config", help="validate a config file and exit (2 on any error)")
+    s.add_argument("path")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("sync", help="poll the PSA once")
+    s.add_argument("--config")
+    s.add_argument("--full", action="store_true", help="re-read everything, ignoring the cursors")
+    s.set_defaults(func=cmd_sync)
+
+    s = sub.add_parser("outbox", help="deliver due outbox entries once")
+    s.add_argument("--config")
+    s.add_argument("--limit", type=int, default=500)
+    s.set_defaults(func=cmd_outbox)
+
+    s = sub.add_parser("create-admin", help="create an admin user for the finance pages")
+    s.add_argument("--config")
+    s.add_argument("--email", required=True)
+    s.add_argument("--role", choices=["owner", "finance", "readonly"], default="owner")
+    s.add_argument("--password-file", help="read the password from this file instead of prompting")
+    s.set_defaults(func=cmd_create_admin)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""`cashloop demo`: the whole loop on one machine with nothing configured.
+
+Generated data behind the files connector, localstripe as the processor, an SMTP sink keeping
+every message in a Maildir, the journal CSV as the accounting target, and the portal with the
+scheduler on http://127.0.0.1:PORT. Everything binds to loopback and stops on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import threading
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from app.config import Config, parse_config
+from app.core.keys import public_token
+
+DEMO_PASSWORD = "demo-password-2026"
+WEBHOOK_SECRET = "whsec_cashloop_demo"
+log = logging.getLogger(__name__)
+
+
+def demo_config(
+    *, data_dir: Path, port: int, stripe_base: str, smtp_port: int, secret_key: str, today: date | None = None
+) -> str:
+    """The TOML the demo runs on (also what the tests start from)."""
+    return f"""
+[cashloop]
+base_url = "http://127.0.0.1:{port}"
+data_dir = "{data_dir}"
+timezone = "America/Chicago"
+listen = "127.0.0.1:{port}"
+secret_key = "{secret_key}"
+
+[entity]
+name = "Northwind IT Services LLC"
+currency = "USD"
+
+[branding]
+name = "Northwind IT"
+primary_color = "#1f4f8b"
+support_email = "billing@northwind-it.example"
+support_phone = "+1 312 555 0100"
+footer = "Northwind IT Services LLC · 200 W Adams St, Chicago IL"
+
+[stripe]
+secret_key = "sk_test_123"
+publishable_key = "pk_test_123"
+webhook_secret = "{WEBHOOK_SECRET}"
+api_base = "{stripe_base}"
+js_url = "{stripe_base}/js.stripe.com/v3/"
+
+[email]
+host = "127.0.0.1"
+port = {smtp_port}
+security = "none"
+from_address = "billing@northwind-it.example"
+from_name = "Northwind IT Billing"
+
+[psa]
+kind = "files"
+poll_minutes = 5
+
+[psa.files]
+path = "{data_dir / "psa-export"}"
+
+[portal]
+invite_billing_contacts = false
+
+[outbox]
+interval_seconds = 5
+"""
+
+
+def _secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if not path.exists():
+        path.write_text(public_token(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _prepare(data_dir: Path, *, fresh: bool) -> Any:
+    from app.demo.dataset import generate
+
+    if fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    export = data_dir / "psa-export"
+    if not (export / "invoices.json").exists():
+        print("Generating demo data ...", flush=True)
+        return generate(export, today=date.today())
+    return None
+
+
+def _seed_logins(services: Any) -> list[tuple[str, str]]:
+    """Give the billing contact of two clients with open invoices a password, and return them."""
+    from app.core.logins import set_password
+
+    rows = services.store.all(
+        "SELECT c.email, cl.name FROM contacts c JOIN clients cl ON cl.id = c.client_id "
+        "WHERE c.role = 'billing' AND c.email IS NOT NULL AND EXISTS (SELECT 1 FROM invoices i "
+        "JOIN invoice_balances b ON b.invoice_id = i.id WHERE i.client_id = cl.id AND i.status = 'open' "
+        "AND b.balance_minor > 0) ORDER BY cl.name LIMIT 2"
+    )
+    with services.store.write() as db:
+        for r in rows:
+            set_password(db, services.clock, r["email"], DEMO_PASSWORD)
+    return [(r["email"], r["name"]) for r in rows]
+
+
+def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: bool = False) -> int:
+    from werkzeug.serving import make_server
+
+    from app.demo.mail_sink import MailSink
+    from app.demo.stripe_double import StripeDouble, StripeDoubleError
+    from app.jobs import poll_psa, scheduler
+    from app.services import build_services
+    from app.web import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    data_dir = data_dir.resolve()
+    _prepare(data_dir, fresh=fresh)
+    try:
+        double = StripeDouble(state=data_dir / "stripe-state.pickle").start()
+    except StripeDoubleError as exc:
+        print(f"cashloop demo: the Stripe double did not start: {exc}", file=sys.stderr)
+        return 1
+    sink = MailSink(maildir=data_dir / "mail")
+    sink.start()
+    sched = None
+    try:
+        toml = demo_config(
+            data_dir=data_dir,
+            port=port,
+            stripe_base=double.api_base,
+            smtp_port=sink.port,
+            secret_key=_secret(data_dir),
+        )
+        (data_dir / "config.toml").write_text(toml)
+        cfg: Config = parse_config(toml, source=str(data_dir / "config.toml"))
+        services = build_services(cfg)
+        report = poll_psa.run(services)
+        print(f"PSA import: {report.summary()}", flush=True)
+        logins = _seed_logins(services)
+        double.register_webhook(f"http://127.0.0.1:{port}/stripe/webhook", WEBHOOK_SECRET)
+        app = create_app(services)
+        try:
+            server = make_server("127.0.0.1", port, app, threaded=True)
+        except OSError as exc:
+            print(f"cashloop demo: cannot listen on 127.0.0.1:{port}: {exc} (try --port)", file=sys.stderr)
+            return 1
+        sched = scheduler.start(services)
+        _banner(port, logins, data_dir, double.api_base)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        server.shutdown()
+        return 0
+    finally:
+        scheduler.stop(sched)
+        sink.stop()
+        double.stop()
+
+
+def _banner(port: int, logins: list[tuple[str, str]], data_dir: Path, stripe_base: str) -> None:
+    lines = [
+        "",
+        "Cashloop demo is running.",
+        f"  Portal:        http://127.0.0.1:{port}/",
+    ]
+    for email, name in logins:
+        lines.append(f"  Client login:  {email} / {DEMO_PASSWORD}   ({name})")
+    lines += [
+        "  Test card:     4242 4242 4242 4242, any future expiry (MM and YY), any CVC and postal code",
+        f"  Stripe double: {stripe_base}",
+        f"  Sent email:    {data_dir / 'mail'} (Maildir)",
+        f"  Journal CSV:   {data_dir / 'journal.csv'}",
+        f"  PSA export:    {data_dir / 'psa-export'} (paid status written to payments.out.jsonl)",
+        "Press Ctrl-C to stop.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)

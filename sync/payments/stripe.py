@@ -1,0 +1,226 @@
+"""Stripe through the official library: customers, SetupIntents, PaymentIntents, webhooks.
+
+Only calls a person is waiting for happen on the request path (creating a SetupIntent or a
+PaymentIntent, reading one back after Stripe.js returns). The PaymentIntent parameters are kept
+to the set that both Stripe and the local test double accept (see README, "Stripe double").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import stripe
+
+from sync.base import ConnectorError
+
+if TYPE_CHECKING:
+    from app.config import StripeSettings
+
+API_VERSION = "2026-10-28.endive"
+
+
+class BadSignature(Exception):
+    """A webhook whose Stripe-Signature does not verify (or is missing or too old)."""
+
+
+@dataclass(frozen=True)
+class IntentState:
+    """What Stripe says about one PaymentIntent, reduced to what the ledger needs."""
+
+    intent_id: str
+    status: str  # Stripe's own: succeeded, processing, requires_action, requires_payment_method, ...
+    amount_minor: int
+    currency: str  # upper-case ISO code
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    client_secret: str | None = None
+    charge_id: str | None = None
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class CardDeclined(Exception):
+    """Stripe refused the charge at once; `intent_id` is the PaymentIntent left behind, if known."""
+
+    message: str
+    code: str | None = None
+    intent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedMethod:
+    processor_ref: str
+    type: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+
+
+def _plain(obj: Any) -> Any:
+    """StripeObjects are not dicts in this library version; work on plain data."""
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+def _state(pi: Any) -> IntentState:
+    pi = _plain(pi)
+    latest = pi.get("latest_charge")
+    # The double returns latest_charge expanded; Stripe returns an id unless asked to expand.
+    charge_id = latest if isinstance(latest, str) or latest is None else latest.get("id")
+    err = pi.get("last_payment_error") or {}
+    return IntentState(
+        intent_id=pi["id"],
+        status=pi["status"],
+        amount_minor=int(pi["amount"]),
+        currency=str(pi["currency"]).upper(),
+        metadata=dict(pi.get("metadata") or {}),
+        client_secret=pi.get("client_secret"),
+        charge_id=charge_id,
+        failure_code=err.get("code"),
+        failure_message=err.get("message"),
+    )
+
+
+class StripeGateway:
+    """One Stripe account. Raises ConnectorError (retryable for network and 5xx/429 failures)."""
+
+    kind = "stripe"
+
+    def __init__(self, settings: StripeSettings) -> None:
+        self.settings = settings
+        self._client = stripe.StripeClient(
+            str(settings.secret_key),
+            base_addresses={"api": settings.api_base},
+            max_network_retries=0,
+            stripe_version=API_VERSION,
+            http_client=stripe.RequestsClient(timeout=settings.timeout_seconds),
+        )
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except stripe.CardError as exc:
+            err = exc.error
+            intent = getattr(err, "payment_intent", None) if err else None
+            intent_id = intent.get("id") if isinstance(intent, Mapping) else intent
+            if intent_id is None and err is not None and getattr(err, "charge", None):
+                # The double reports only the charge; its PaymentIntent is one lookup away.
+                try:
+                    charge = self._client.v1.charges.retrieve(err.charge)
+                    intent_id = _plain(charge).get("payment_intent")
+                except stripe.StripeError:
+                    intent_id = None
+            raise CardDeclined(exc.user_message or str(exc), getattr(err, "code", None), intent_id) from exc
+        except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
+            raise ConnectorError(
+                f"Stripe unreachable or busy: {exc.user_message or exc}", retryable=True
+            ) from exc
+        except stripe.AuthenticationError as exc:
+            raise ConnectorError(
+                f"Stripe rejected the API key: {exc.user_message or exc}", retryable=False, status=401
+            ) from exc
+        except stripe.StripeError as exc:
+            status = exc.http_status or 0
+            raise ConnectorError(
+                f"Stripe error {status}: {exc.user_message or exc}",
+                retryable=status >= 500 or status == 0,
+                status=status or None,
+            ) from exc
+
+    def ensure_customer(
+        self, *, customer_id: str | None, name: str, email: str | None, client_token: str, key: str
+    ) -> str:
+        """The Stripe customer of a client: `customer_id` if set, else a new one. Returns its id."""
+        if customer_id:
+            return customer_id
+        params: dict[str, Any] = {"name": name, "metadata": {"cashloop_client": client_token}}
+        if email:
+            params["email"] = email
+        cus = self._call(self._client.v1.customers.create, params=params, options={"idempotency_key": key})
+        return str(cus["id"])
+
+    def create_setup_intent(self, customer_id: str, *, key: str) -> tuple[str, str]:
+        """A SetupIntent for a card the person is about to type; returns (id, client_secret)."""
+        si = self._call(
+            self._client.v1.setup_intents.create,
+            params={"customer": customer_id, "payment_method_types": ["card"], "usage": "off_session"},
+            options={"idempotency_key": key},
+        )
+        return str(si["id"]), str(si["client_secret"])
+
+    def create_intent(
+        self,
+        *,
+        amount_minor: int,
+        currency: str,
+        customer_id: str,
+        payment_method: str,
+        metadata: Mapping[str, str],
+        key: str,
+        off_session: bool = False,
+    ) -> IntentState:
+        """Create and confirm a PaymentIntent for `payment_method`.
+
+        Not idempotent at the double (it ignores Idempotency-Key); callers guard with their own
+        claim on the payment row before calling. Raises CardDeclined or ConnectorError.
+        """
+        params: dict[str, Any] = {
+            "amount": amount_minor,
+            "currency": currency.lower(),
+            "customer": customer_id,
+            "payment_method": payment_method,
+            "payment_method_types": ["card"],
+            "confirm": True,
+            "metadata": dict(metadata),
+        }
+        if off_session:
+            params["off_session"] = True
+        pi = self._call(
+            self._client.v1.payment_intents.create, params=params, options={"idempotency_key": key}
+        )
+        return _state(pi)
+
+    def retrieve_intent(self, intent_id: str) -> IntentState:
+        """The PaymentIntent as Stripe has it now (webhooks and returns re-read, never trust)."""
+        return _state(self._call(self._client.v1.payment_intents.retrieve, intent_id))
+
+    def find_intent(self, *, payment_token: str, limit: int = 100) -> IntentState | None:
+        """Look for a PaymentIntent carrying our payment token in its metadata (crash recovery)."""
+        page = self._call(self._client.v1.payment_intents.list, params={"limit": limit})
+        for obj in page.auto_paging_iter():
+            pi = _plain(obj)
+            if (pi.get("metadata") or {}).get("payment_token") == payment_token:
+                return _state(pi)
+        return None
+
+    def payment_method(self, pm_id: str) -> SavedMethod:
+        pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
+        card = pm.get("card") or {}
+        return SavedMethod(
+            processor_ref=pm["id"],
+            type=pm.get("type") or "card",
+            brand=card.get("brand"),
+            last4=card.get("last4"),
+            exp_month=card.get("exp_month"),
+            exp_year=card.get("exp_year"),
+        )
+
+    def attach_method(self, pm_id: str, customer_id: str) -> None:
+        """Attach a method to a customer unless it already is (the double does not do it on setup)."""
+        pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
+        if not pm.get("customer"):
+            self._call(self._client.v1.payment_methods.attach, pm_id, params={"customer": customer_id})
+
+    def parse_webhook(self, body: bytes, signature: str | None) -> dict[str, Any]:
+        """Verify `Stripe-Signature` over the raw body; returns the event as a dict."""
+        if not signature:
+            raise BadSignature("missing Stripe-Signature header")
+        try:
+            event = stripe.Webhook.construct_event(body, signature, str(self.settings.webhook_secret))
+        except stripe.SignatureVerificationError as exc:
+            raise BadSignature(str(exc)) from exc
+        except ValueError as exc:
+            raise BadSignature(f"body is not a JSON event: {exc}") from exc
+        return event.to_dict()
