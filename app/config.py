@@ -150,12 +150,12 @@ class ConnectWiseSettings:
     timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
     currency: str = opt("USD", check=_check_currency,
                         doc="Currency of invoices that carry no currency.currencyCode (ISO 4217).")
-    void_statuses: str = opt("Void", doc="Comma-separated invoice billing status names that mean void.")
-    unapproved_statuses: str = opt(
-        "New", doc="Comma-separated billing status names of invoices not yet sent to the client "
-                   "(hidden from the portal). ConnectWise gives new invoices the status New.")
-    billing_contact_types: str = opt(
-        "Billing", doc="Comma-separated contact type names that make a contact a billing contact.")
+    void_statuses: tuple[str, ...] = opt(("Void",), doc="Invoice billing status names that mean void.")
+    unapproved_statuses: tuple[str, ...] = opt(
+        ("New",), doc="Billing status names of invoices not yet sent to the client (hidden from the portal). "
+                      "ConnectWise gives new invoices the status New.")
+    billing_contact_types: tuple[str, ...] = opt(
+        ("Billing",), doc="Contact type names that make a contact a billing contact.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,12 +163,12 @@ class FilesSettings:
     path: str = opt(doc="Folder of exported invoices (*.json ConnectWise-shaped, *.csv as documented).")
     currency: str = opt("USD", check=_check_currency,
                         doc="Currency of invoices whose record or CSV row names none (ISO 4217).")
-    void_statuses: str = opt("Void", doc="Comma-separated status names (JSON status.name or CSV status) "
-                                         "that mean void.")
-    unapproved_statuses: str = opt("Draft", doc="Comma-separated status names of invoices hidden from "
-                                                "the portal until they change.")
-    billing_contact_types: str = opt(
-        "Billing", doc="Comma-separated contact type names (contacts.json) that make a billing contact.")
+    void_statuses: tuple[str, ...] = opt(("Void",), doc="Status names (JSON status.name or CSV status) "
+                                                         "that mean void.")
+    unapproved_statuses: tuple[str, ...] = opt(("Draft",), doc="Status names of invoices hidden from "
+                                                                "the portal until they change.")
+    billing_contact_types: tuple[str, ...] = opt(
+        ("Billing",), doc="Contact type names (contacts.json) that make a billing contact.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,6 +306,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return value
     if is_dataclass(tp):
         return _build(tp, value, key + ".")
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings such as [\"Void\"], got {value!r}")
+        return tuple(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")

@@ -51,6 +51,19 @@ def _start_cursor(services: Services, connector: str, obj: str, *, full: bool) -
     return to_db(back).replace(".000000Z", "Z")
 
 
+def _forward(stored: str | None, new: str | None) -> str | None:
+    """The cursor to keep: a timestamp never moves back (the overlap re-read must not pull it
+    back); an opaque cursor (the files connector's signature) is the connector's to decide."""
+    if not new:
+        return stored
+    if not stored:
+        return new
+    try:
+        return new if from_db(new) > from_db(stored) else stored
+    except ValueError:
+        return new
+
+
 def _invite(services: Services):
     cfg = services.config
     if not cfg.portal.invite_billing_contacts:
@@ -103,8 +116,7 @@ def run(services: Services, *, full: bool = False, progress=None) -> PollReport:
                         )
                     )
                     # The cursor only ever moves forward: an overlap re-read must not pull it back.
-                    if page.cursor and (stored_cursor is None or page.cursor > stored_cursor):
-                        stored_cursor = page.cursor
+                    stored_cursor = _forward(stored_cursor, page.cursor)
                     _save_state(db, services, connector, obj, stored_cursor, counts, error=None)
                 if progress:
                     progress(obj, sum(counts.values()))

@@ -97,6 +97,16 @@ def test_every_setting_is_documented_in_the_example_config():
 def test_example_config_is_valid(tmp_path):
     from pathlib import Path
 
+    import re
+
     example = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text(encoding="utf-8")
-    cfg = parse_config(example, source="config.example.toml")
-    assert cfg.psa.kind in ("connectwise", "files")
+
+    def local_secret(match: re.Match[str]) -> str:
+        path = tmp_path / Path(match.group(2)).name
+        path.write_text("secret-value-0123456789abcdef\n")
+        return f'{match.group(1)}_file = "{path}"'
+
+    text = re.sub(r'^(\w+)_file = "([^"]+)"', local_secret, example, flags=re.M)
+    cfg = parse_config(text, source="config.example.toml")
+    assert cfg.psa.kind == "connectwise" and cfg.psa.connectwise is not None
+    assert cfg.stripe.webhook_secret == "secret-value-0123456789abcdef"

@@ -1,0 +1,642 @@
+"""ConnectWise PSA (Manage) REST 3.0: companies, contacts and invoices in; invoice payments out.
+
+The `*_from_api` functions are pure (raw dict in, value type out, RecordError for a bad record) and
+are shared with the files connector, which reads the same record shapes from disk. `ConnectWise` is
+the transport: paging, cursors and the payment write-back. See ../shared/API_NOTES.md section 2.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import requests
+
+from app.core.clock import Clock, parse_vendor_date, parse_vendor_time
+from app.core.money import Money, MoneyError, check_currency
+from sync.base import (
+    ConnectorError,
+    InvoiceKind,
+    Page,
+    PaymentWriteBack,
+    RecordError,
+    Rejected,
+    RemoteCompany,
+    RemoteContact,
+    RemoteInvoice,
+    RemoteLine,
+)
+from sync.http import HttpClient
+
+if TYPE_CHECKING:
+    from app.config import ConnectWiseSettings
+
+API_VERSION = "2025.1"
+ACCEPT = f"application/vnd.connectwise.com+json; version={API_VERSION}"
+MAX_PAGE_SIZE = 1000  # ConnectWise's hard cap
+# InvoicePayment has no notes/reference field in the 2025.1 schema; `source` is the only free-text
+# field that is not GL-related, so it carries our key. NOTE: unverified that CW keeps it as sent.
+KEY_PREFIX = "cashloop:"
+
+# (field, line description) of the category totals an invoice carries instead of line items.
+_CATEGORIES = (
+    ("agreementAmount", "Agreement"),
+    ("serviceTotal", "Services"),
+    ("productTotal", "Products"),
+    ("expenseTotal", "Expenses"),
+)
+_REF_FIELDS = ("agreement", "project", "phase", "ticket", "service")
+
+
+def split_names(names: str | Iterable[str]) -> frozenset[str]:
+    """["Void", "Cancelled"] (or "Void, Cancelled") -> {"void", "cancelled"}: names compare case-insensitively."""
+    parts = names.split(",") if isinstance(names, str) else names
+    return frozenset(p.strip().lower() for p in parts if p.strip())
+
+
+@dataclass(frozen=True)
+class MappingRules:
+    """The per-install choices the mapping needs (from ConnectWiseSettings or FilesSettings)."""
+
+    currency: str = "USD"
+    void_statuses: frozenset[str] = frozenset({"void"})
+    unapproved_statuses: frozenset[str] = frozenset({"new"})
+    billing_contact_types: frozenset[str] = frozenset({"billing"})
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> MappingRules:
+        return cls(
+            currency=check_currency(settings.currency),
+            void_statuses=split_names(settings.void_statuses),
+            unapproved_statuses=split_names(settings.unapproved_statuses),
+            billing_contact_types=split_names(settings.billing_contact_types),
+        )
+
+
+DEFAULT_RULES = MappingRules()
+
+
+# ---- pure mapping ------------------------------------------------------------------------------
+
+
+def company_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES) -> RemoteCompany:
+    """One /company/companies record; raises RecordError (missing id or name)."""
+    _object(raw)
+    name = _text(raw.get("name"))
+    if not name:
+        raise RecordError("missing name")
+    return RemoteCompany(
+        remote_id=_id(raw),
+        name=name,
+        identifier=_text(raw.get("identifier")),
+        parent_remote_id=_ref_id(raw, "parentCompany"),
+        billing_contact_remote_id=_ref_id(raw, "billingContact"),
+        updated_at=last_updated(raw),
+        raw=raw,
+    )
+
+
+def contact_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES) -> RemoteContact:
+    """One /company/contacts record; raises RecordError (missing id or company).
+
+    Billing contacts are those with a type named in `rules.billing_contact_types` or CW's
+    `defaultBillingFlag`; the company's own billingContact is on RemoteCompany for the core to join.
+    """
+    _object(raw)
+    remote_id = _id(raw)
+    company_id = _ref_id(raw, "company")
+    if company_id is None:
+        raise RecordError("missing company")
+    types = {(_ref_name(t) or "").lower() for t in raw.get("types") or []}
+    return RemoteContact(
+        remote_id=remote_id,
+        company_remote_id=company_id,
+        email=_email(raw),
+        first_name=_text(raw.get("firstName")) or "",
+        last_name=_text(raw.get("lastName")) or "",
+        is_billing=bool(types & rules.billing_contact_types) or raw.get("defaultBillingFlag") is True,
+        is_active=raw.get("inactiveFlag") is not True,
+        updated_at=last_updated(raw),
+        raw=raw,
+    )
+
+
+def invoice_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES) -> RemoteInvoice:
+    """One /finance/invoices record (optionally with Cashloop's `lines` extension).
+
+    Raises RecordError naming every problem found: missing id/invoiceNumber/company/total, an
+    unknown currency, amounts with more decimals than the currency has, missing or unparseable
+    date/dueDate, bad lines (negative quantity, lines not summing to the subtotal).
+    """
+    _object(raw)
+    problems: list[str] = []
+    remote_id = _id(raw)
+    number = _text(raw.get("invoiceNumber"))
+    if not number:
+        problems.append("missing invoiceNumber")
+    company_id = _ref_id(raw, "company")
+    if company_id is None:
+        problems.append("missing company")
+    currency = _currency(raw, rules, problems)
+    issued_on = _date(raw, "date", problems)
+    due_on = _date(raw, "dueDate", problems)
+    amounts: dict[str, int] = {}
+    if currency:
+        if raw.get("total") is None:
+            problems.append("missing total")
+        for name in ("total", "subtotal", "salesTax", "payments", "credits", *dict(_CATEGORIES)):
+            amounts[name] = _amount(raw, name, currency, problems)
+    refs = invoice_refs(raw)
+    lines: tuple[RemoteLine, ...] = ()
+    if currency and not problems:
+        if raw.get("subtotal") is None:
+            amounts["subtotal"] = amounts["total"] - amounts["salesTax"]
+        lines = _invoice_lines(raw, currency, amounts, refs, problems)
+    if problems:
+        raise RecordError("; ".join(problems))
+    assert number and company_id and currency and issued_on and due_on  # narrowed by `problems`
+    status = (_ref_name(raw.get("status")) or "").lower()
+    return RemoteInvoice(
+        remote_id=remote_id,
+        number=number,
+        company_remote_id=company_id,
+        kind=invoice_kind(raw, refs),
+        currency=currency,
+        issued_on=issued_on,
+        due_on=due_on,
+        subtotal_minor=amounts["subtotal"],
+        tax_minor=amounts["salesTax"],
+        total_minor=amounts["total"],
+        paid_minor=amounts["payments"] + amounts["credits"],
+        lines=lines,
+        is_void=status in rules.void_statuses,
+        is_approved=status not in rules.unapproved_statuses,
+        agreement=refs["agreement"],
+        project=refs["project"],
+        phase=refs["phase"],
+        ticket=refs["ticket"],
+        description=_text(raw.get("reference")),
+        updated_at=last_updated(raw),
+        raw=raw,
+    )
+
+
+def invoice_refs(raw: Mapping[str, Any]) -> dict[str, str | None]:
+    """agreement/project/phase by name, ticket as '#12345 Printer down' (or whichever part exists)."""
+
+    ticket = raw.get("ticket")
+    ticket_text = None
+    if isinstance(ticket, dict):
+        parts = [f"#{ticket['id']}" if ticket.get("id") is not None else None, _text(ticket.get("summary"))]
+        ticket_text = " ".join(p for p in parts if p) or None
+    return {
+        "agreement": _ref_name(raw.get("agreement")),
+        "project": _ref_name(raw.get("project")),
+        "phase": _ref_name(raw.get("phase")),
+        "ticket": ticket_text,
+        "service": None,
+    }
+
+
+def invoice_kind(raw: Mapping[str, Any], refs: Mapping[str, str | None]) -> InvoiceKind:
+    """CreditMemo first, then what the invoice applies to (reference or applyToType), then its totals."""
+    kind_type, apply_to = raw.get("type"), raw.get("applyToType")
+    if kind_type == "CreditMemo":
+        return "credit_memo"
+    if kind_type == "Agreement" or refs.get("agreement") or apply_to == "Agreement":
+        return "agreement"
+    if kind_type == "Progress" or refs.get("project") or apply_to in ("Project", "ProjectPhase"):
+        return "project"
+    if refs.get("ticket") or apply_to == "Ticket":
+        return "time_and_materials"
+    if _positive(raw.get("productTotal")) and not _positive(raw.get("serviceTotal")):
+        return "product"
+    return "other"
+
+
+def make_line(
+    *,
+    description: Any,
+    quantity: Any,
+    unit_price: Any,
+    amount: Any,
+    currency: str,
+    where: str,
+    refs: Mapping[str, Any] | None = None,
+) -> RemoteLine:
+    """One invoice line from loosely typed values (JSON extension or a CSV row).
+
+    `quantity` defaults to 1; `amount` defaults to quantity x unit_price, which must then come out
+    in whole minor units; `unit_price` may be left out only when the quantity is 1. Raises
+    RecordError prefixed with `where` ("line 2", "row 7").
+    """
+    desc = _text(description)
+    if not desc:
+        raise RecordError(f"{where}: missing description")
+    qty = parse_quantity(quantity, where)
+    try:
+        price = None if _blank(unit_price) else Money.from_vendor_number(unit_price, currency).amount_minor
+        total = None if _blank(amount) else Money.from_vendor_number(amount, currency).amount_minor
+    except MoneyError as exc:
+        raise RecordError(f"{where}: {exc}") from None
+    if total is None:
+        if price is None:
+            raise RecordError(f"{where}: missing amount and unit price")
+        exact = qty * price
+        if exact != exact.to_integral_value():
+            raise RecordError(f"{where}: quantity x unit price is not a whole amount; give the amount")
+        total = int(exact)
+    if price is None:
+        if qty != 1:
+            raise RecordError(f"{where}: missing unit price")
+        price = total
+    refs = refs or {}
+    return RemoteLine(
+        description=desc,
+        quantity=format(qty, "f"),
+        unit_price_minor=price,
+        amount_minor=total,
+        **{k: _text(refs.get(k)) for k in _REF_FIELDS},
+    )
+
+
+def parse_quantity(value: Any, where: str) -> Decimal:
+    """A non-negative decimal quantity; blank means 1. Floats go through their shortest repr."""
+    if _blank(value):
+        return Decimal(1)
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise RecordError(f"{where}: quantity {value!r} is not a number")
+    try:
+        qty = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        raise RecordError(f"{where}: quantity {value!r} is not a number") from None
+    if not qty.is_finite():
+        raise RecordError(f"{where}: quantity {value!r} is not a number")
+    if qty < 0:
+        raise RecordError(f"{where}: negative quantity {value}")
+    return qty
+
+
+def check_lines_sum(lines: tuple[RemoteLine, ...], subtotal_minor: int, currency: str) -> str | None:
+    """The reason to reject when lines do not add up to the subtotal, else None."""
+    total = sum(line.amount_minor for line in lines)
+    if total == subtotal_minor:
+        return None
+    return (
+        f"lines sum to {Money(total, currency).to_decimal()} but subtotal is "
+        f"{Money(subtotal_minor, currency).to_decimal()}"
+    )
+
+
+def last_updated(raw: Mapping[str, Any]) -> datetime | None:
+    """`_info.lastUpdated` as an aware datetime; None when absent or unparseable (it is advisory)."""
+    info = raw.get("_info")
+    value = info.get("lastUpdated") if isinstance(info, dict) else None
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_vendor_time(value).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def format_cursor(when: datetime) -> str:
+    """Cursor text: ISO-8601 UTC with Z, to the second (what `conditions` expects)."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _invoice_lines(
+    raw: Mapping[str, Any],
+    currency: str,
+    amounts: Mapping[str, int],
+    refs: Mapping[str, str | None],
+    problems: list[str],
+) -> tuple[RemoteLine, ...]:
+    subtotal = amounts["subtotal"]
+    given = raw.get("lines")
+    if given is not None:  # Cashloop's export extension: real lines, checked against the subtotal
+        if not isinstance(given, list):
+            problems.append("lines is not a list")
+            return ()
+        lines = []
+        for n, item in enumerate(given, start=1):
+            if not isinstance(item, dict):
+                problems.append(f"line {n}: not an object")
+                continue
+            try:
+                lines.append(
+                    make_line(
+                        description=item.get("description"),
+                        quantity=item.get("quantity"),
+                        unit_price=item.get("unitPrice"),
+                        amount=item.get("amount"),
+                        currency=currency,
+                        where=f"line {n}",
+                        refs=item,
+                    )
+                )
+            except RecordError as exc:
+                problems.append(str(exc))
+        if not problems and (reason := check_lines_sum(tuple(lines), subtotal, currency)):
+            problems.append(reason)
+        return tuple(lines)
+    return _category_lines(raw, amounts, refs)
+
+
+def _category_lines(
+    raw: Mapping[str, Any], amounts: Mapping[str, int], refs: Mapping[str, str | None]
+) -> tuple[RemoteLine, ...]:
+    # The REST invoice has no line array: one line per non-zero category total, plus whatever
+    # the categories do not explain (adjustments, down payments applied) so lines sum to subtotal.
+    work_refs = {k: refs[k] for k in ("project", "phase", "ticket")}
+    if raw.get("type") == "Agreement":
+        work_refs["agreement"] = refs["agreement"]  # additions billed on an agreement invoice
+    lines = []
+    for field_name, label in _CATEGORIES:
+        minor = amounts[field_name]
+        if minor:
+            line_refs = {"agreement": refs["agreement"]} if field_name == "agreementAmount" else work_refs
+            lines.append(RemoteLine(label, "1", minor, minor, **line_refs))
+    rest = amounts["subtotal"] - sum(line.amount_minor for line in lines)
+    if rest:
+        label = f"Invoice {raw.get('invoiceNumber')}" if not lines else "Adjustments"
+        reason = _text(raw.get("adjustmentReason"))
+        lines.append(
+            RemoteLine(f"{label}: {reason}" if reason and lines else label, "1", rest, rest, **work_refs)
+        )
+    return tuple(lines)
+
+
+def _object(raw: Any) -> None:
+    if not isinstance(raw, Mapping):
+        raise RecordError("record is not a JSON object")
+
+
+def _id(raw: Mapping[str, Any]) -> str:
+    value = raw.get("id")
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
+        raise RecordError("missing id")
+    return str(value).strip()
+
+
+def _ref_id(raw: Mapping[str, Any], key: str) -> str | None:
+    ref = raw.get(key)
+    if isinstance(ref, dict) and ref.get("id") is not None and not isinstance(ref.get("id"), bool):
+        return str(ref["id"])
+    return None
+
+
+def _ref_name(ref: Any) -> str | None:
+    return _text(ref.get("name")) if isinstance(ref, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _positive(value: Any) -> bool:
+    try:
+        return Decimal(repr(value) if isinstance(value, float) else str(value)) > 0
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _email(raw: Mapping[str, Any]) -> str | None:
+    items = [i for i in raw.get("communicationItems") or [] if isinstance(i, dict)]
+    emails = [
+        i
+        for i in items
+        if i.get("communicationType") == "Email"
+        or (i.get("communicationType") is None and _ref_name(i.get("type")) == "Email")
+    ]
+    emails.sort(key=lambda i: i.get("defaultFlag") is not True)  # stable: default first
+    for item in emails:
+        value = _text(item.get("value"))
+        if value and "@" in value:
+            return value
+    return None
+
+
+def _currency(raw: Mapping[str, Any], rules: MappingRules, problems: list[str]) -> str | None:
+    ref = raw.get("currency")
+    code = ref.get("currencyCode") if isinstance(ref, dict) else None
+    if _blank(code):
+        return rules.currency
+    try:
+        return check_currency(code)
+    except MoneyError:
+        problems.append(f"unknown currency {code!r}")
+        return None
+
+
+def _date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
+    value = raw.get(key)
+    if _blank(value):
+        problems.append(f"missing {key}")
+        return None
+    try:
+        return parse_vendor_date(str(value))
+    except ValueError:
+        problems.append(f"unparseable {key} {value!r}")
+        return None
+
+
+def _amount(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:
+    value = raw.get(key)
+    if value is None:
+        return 0
+    try:
+        return Money.from_vendor_number(value, currency).amount_minor
+    except MoneyError as exc:
+        problems.append(f"{key}: {exc}")
+        return 0
+
+
+# ---- transport ---------------------------------------------------------------------------------
+
+
+class ConnectWise:
+    """PsaSource over REST 3.0. Errors leave as ConnectorError (from HttpClient or here)."""
+
+    kind = "connectwise"
+    supports_payment_writeback = True
+
+    def __init__(self, settings: ConnectWiseSettings, http: HttpClient, clock: Clock) -> None:
+        base = settings.base_url or f"https://{settings.site}/{settings.codebase}apis/3.0"
+        self._base = base.rstrip("/")
+        self._auth = (f"{settings.company_id}+{settings.public_key}", str(settings.private_key))
+        self._headers = {"clientId": settings.client_id, "Accept": ACCEPT}
+        self._page_size = max(1, min(settings.page_size, MAX_PAGE_SIZE))
+        self._payment_type = settings.payment_type
+        self._rules = MappingRules.from_settings(settings)
+        self._http = http
+        self._clock = clock
+
+    def companies(self, cursor: str | None) -> Iterator[Page]:
+        """Pages of RemoteCompany | Rejected changed since `cursor` (see `_changed`)."""
+        return self._changed("/company/companies", "company", company_from_api, cursor)
+
+    def contacts(self, cursor: str | None) -> Iterator[Page]:
+        """Pages of RemoteContact | Rejected changed since `cursor`."""
+        return self._changed("/company/contacts", "contact", contact_from_api, cursor)
+
+    def invoices(self, cursor: str | None) -> Iterator[Page]:
+        """Pages of RemoteInvoice | Rejected changed since `cursor`."""
+        return self._changed("/finance/invoices", "invoice", invoice_from_api, cursor)
+
+    def record_payment(self, payment: PaymentWriteBack, *, key: str) -> str:
+        """POST one InvoicePayment; returns its id. Idempotent by `key` (kept in the payment's `source`).
+
+        Before posting, the invoice's payments are listed and one already carrying the key is
+        returned instead: that is how a retry after a lost response avoids a second payment.
+        """
+        path = f"/finance/invoices/{_int_id(payment.invoice_remote_id)}/payments"
+        marker = KEY_PREFIX + key
+        for existing in self._all(path):
+            if marker in str(existing.get("source") or ""):
+                return str(existing["id"])
+        body = {
+            "type": self._payment_type,
+            "amount": Money(payment.amount_minor, payment.currency).to_decimal(),
+            "paymentDate": f"{payment.paid_on.isoformat()}T00:00:00Z",
+            "source": marker,
+        }
+        resp = self._http.request(
+            "POST",
+            self._base + path,
+            data=json_bytes(body),
+            auth=self._auth,
+            headers={**self._headers, "Content-Type": "application/json"},
+        )
+        created = _json(resp)
+        if not isinstance(created, dict) or created.get("id") is None:
+            raise ConnectorError(f"POST {path}: response carries no payment id", retryable=False)
+        return str(created["id"])
+
+    def _changed(self, path: str, obj: Any, mapper: Callable[..., Any], cursor: str | None) -> Iterator[Page]:
+        """Keyset paging (`id > last`, orderBy id asc) over records changed after `cursor`.
+
+        Keyset rather than page numbers: a record deleted mid-sweep would shift page offsets and
+        silently skip a neighbour. The cursor only moves on the sweep's last page: pages come in id
+        order, not lastUpdated order, so committing the max seen after page 1 and crashing would
+        lose an older change on page 2. Changes made during the sweep are caught by the core's
+        overlap window.
+        """
+        since = parse_cursor(cursor)
+        newest, last_id = since, 0
+        while True:
+            conditions = [f"lastUpdated > [{format_cursor(since)}]"] if since else []
+            if last_id:
+                conditions.append(f"id > {last_id}")
+            params: dict[str, Any] = {"orderBy": "id asc", "pageSize": self._page_size}
+            if conditions:
+                params["conditions"] = " and ".join(conditions)
+            resp = self._get(path, params)
+            records = _json(resp)
+            if not isinstance(records, list):
+                raise ConnectorError(f"GET {path}: expected a JSON array", retryable=False)
+            items: list[Any] = []
+            page_last_id = last_id
+            for raw in records:
+                items.append(map_or_reject(obj, mapper, raw, self._rules))
+                if isinstance(raw, dict):
+                    seen = last_updated(raw)
+                    if seen and (newest is None or seen > newest):
+                        newest = seen
+                    if isinstance(raw.get("id"), int) and not isinstance(raw.get("id"), bool):
+                        page_last_id = max(page_last_id, raw["id"])
+            more = len(records) >= self._page_size and _has_next(resp)
+            if more and page_last_id <= last_id:
+                raise ConnectorError(f"GET {path}: a full page without increasing ids", retryable=False)
+            last_id = page_last_id
+            done = since if more else newest
+            yield Page(items, format_cursor(done) if done else None)
+            if not more:
+                return
+
+    def _all(self, path: str) -> Iterator[dict[str, Any]]:
+        page = 1
+        while True:
+            records = _json(self._get(path, {"orderBy": "id asc", "page": page, "pageSize": MAX_PAGE_SIZE}))
+            if not isinstance(records, list):
+                raise ConnectorError(f"GET {path}: expected a JSON array", retryable=False)
+            yield from (r for r in records if isinstance(r, dict))
+            if len(records) < MAX_PAGE_SIZE:
+                return
+            page += 1
+
+    def _get(self, path: str, params: Mapping[str, Any]) -> requests.Response:
+        return self._http.request(
+            "GET", self._base + path, headers=self._headers, params=params, auth=self._auth
+        )
+
+
+def parse_cursor(cursor: str | None) -> datetime | None:
+    """The stored cursor as an aware datetime; raises ConnectorError (not retryable) if unreadable."""
+    if not cursor:
+        return None
+    try:
+        return parse_vendor_time(cursor).astimezone(UTC)
+    except ValueError:
+        raise ConnectorError(f"unreadable ConnectWise cursor {cursor!r}", retryable=False) from None
+
+
+def json_bytes(value: Any) -> bytes:
+    """JSON with Decimals written as exact number literals (json.dumps would need a float)."""
+    return _dumps(value).encode()
+
+
+def _dumps(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def map_or_reject(obj: Any, mapper: Callable[..., Any], raw: Any, rules: MappingRules) -> Any:
+    """`mapper(raw, rules)`, or a Rejected with the RecordError's reason (a bad record never stops a page)."""
+    try:
+        return mapper(raw, rules)
+    except RecordError as exc:
+        reason = str(exc)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a shape the mapping did not foresee
+        reason = f"unexpected record shape ({type(exc).__name__}: {exc})"
+    remote_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
+    return Rejected(obj, remote_id, reason, raw if isinstance(raw, dict) else {"value": raw})
+
+
+def _has_next(resp: requests.Response) -> bool:
+    # CW sends Link rel="next" while more pages exist; without any Link header, trust the count.
+    link = resp.headers.get("Link")
+    return link is None or 'rel="next"' in link
+
+
+def _json(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        path = urlsplit(resp.url).path if resp.url else "?"
+        raise ConnectorError(
+            f"{path}: response is not JSON", retryable=True, status=resp.status_code
+        ) from None
+
+
+def _int_id(remote_id: str) -> int:
+    if not remote_id.isdigit():
+        raise ConnectorError(f"ConnectWise invoice id must be a number, got {remote_id!r}", retryable=False)
+    return int(remote_id)
