@@ -212,7 +212,10 @@ def invoice_kind(raw: Mapping[str, Any], refs: Mapping[str, str | None]) -> Invo
         return "agreement"
     if kind_type == "Progress" or refs.get("project") or apply_to in ("Project", "ProjectPhase"):
         return "project"
-    if refs.get("ticket") or apply_to == "Ticket":
+    lines = raw.get("lines") if isinstance(raw.get("lines"), list) else []
+    # A monthly roll-up (applyToType "All") names its tickets only on its lines.
+    if refs.get("ticket") or apply_to == "Ticket" or any(isinstance(ln, Mapping) and ln.get("ticket")
+                                                        for ln in lines):
         return "time_and_materials"
     if _positive(raw.get("productTotal")) and not _positive(raw.get("serviceTotal")):
         return "product"
