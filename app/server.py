@@ -44,6 +44,23 @@ def make_app(cfg: Config, *, with_scheduler: bool = True) -> Any:
     return app
 
 
+def gunicorn_options(cfg: Config, *, bind: str | None = None, threads: int = 8) -> dict[str, Any]:
+    """One gthread worker: SQLite has one writer and the scheduler must run in one process."""
+    return {
+        "bind": bind or cfg.cashloop.listen,
+        "workers": 1,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": 60,
+        "graceful_timeout": 30,
+        "accesslog": "-",
+        "errorlog": "-",
+        "loglevel": cfg.cashloop.log_level.lower(),
+        # X-Forwarded-* is honoured only from a proxy on this machine, and only when configured.
+        "forwarded_allow_ips": "127.0.0.1,::1" if cfg.cashloop.trusted_proxies else "",
+    }
+
+
 def serve(cfg: Config, *, bind: str | None = None, threads: int = 8) -> None:
     """Run until SIGTERM/SIGINT."""
     holder: dict[str, Any] = {}
@@ -59,17 +76,6 @@ def serve(cfg: Config, *, bind: str | None = None, threads: int = 8) -> None:
         if app is not None:
             scheduler.stop(app.extensions.get("cashloop_scheduler"))
 
-    options = {
-        "bind": bind or cfg.cashloop.listen,
-        "workers": 1,
-        "threads": threads,
-        "worker_class": "gthread",
-        "timeout": 60,
-        "graceful_timeout": 30,
-        "accesslog": "-",
-        "errorlog": "-",
-        "loglevel": cfg.cashloop.log_level.lower(),
-        "worker_exit": worker_exit,
-        "forwarded_allow_ips": "127.0.0.1,::1" if cfg.cashloop.trusted_proxies else "",
-    }
+    options = gunicorn_options(cfg, bind=bind, threads=threads)
+    options["worker_exit"] = worker_exit
     _Gunicorn(factory, options).run()

@@ -57,10 +57,18 @@ def test_unit_exposure_score_is_at_most_2(checkable_unit):
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
 
-def test_unit_runs_one_gunicorn_worker_as_cashloop_with_its_config():
+def test_serve_runs_one_threaded_gunicorn_worker(tmp_path):
+    from app.server import gunicorn_options
+    from tests.conftest import make_config
+
+    options = gunicorn_options(make_config(tmp_path))
+    assert (options["workers"], options["worker_class"], options["threads"]) == (1, "gthread", 8)
+    assert options["bind"] == "127.0.0.1:8080"
+
+
+def test_unit_runs_cashloop_serve_as_cashloop_with_its_config():
     text = UNIT.read_text()
     assert "ExecStart=/opt/cashloop/.venv/bin/cashloop serve --config /etc/cashloop/config.toml\n" in text
-    assert 'GUNICORN_CMD_ARGS="--workers 1 --threads 8"' in text
     for line in (
         "User=cashloop",
         "Restart=on-failure",
