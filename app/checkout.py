@@ -10,6 +10,7 @@ Every Stripe call here is one the person is waiting for; everything else goes to
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,26 +130,22 @@ def begin_checkout(
         allow_partial=cfg.portal.allow_partial_payments,
         minimum_partial=cfg.portal.minimum_partial_payment,
     )
-    return checkout_view(services, client_id=client_id, payment_token=plan.token, login_email=login_email)
+    # The checkout page (a GET the browser is sent to next) makes the SetupIntent.
+    return checkout_view(services, client_id=client_id, payment_token=plan.token, login_email=login_email,
+                         with_setup=False)
 
 
-def checkout_view(services: Services, *, client_id: int, payment_token: str, login_email: str) -> Checkout:
+def checkout_view(services: Services, *, client_id: int, payment_token: str, login_email: str,
+                  with_setup: bool = True) -> Checkout:
     """The checkout page's data for an existing pending payment (a reload makes a fresh SetupIntent)."""
     pay = _payment(services, client_id, payment_token)
-    customer_id = _customer(services, client_id, login_email)
     setup_secret = ""
-    if pay["status"] == "pending":
+    if with_setup and pay["status"] == "pending":
+        customer_id = _customer(services, client_id, login_email)
         _, setup_secret = services.gateway.create_setup_intent(
             customer_id, key=derive_key("setup", payment=pay["id"], at=services.clock.utc_now().isoformat())
         )
-    lines = [
-        (r["number"], r["amount_minor"])
-        for r in services.store.all(
-            "SELECT i.number, a.amount_minor FROM allocations a JOIN invoices i ON i.id = a.invoice_id "
-            "WHERE a.payment_id = ? ORDER BY i.number",
-            (pay["id"],),
-        )
-    ]
+    lines = _lines(services, pay["id"])
     return Checkout(
         payment_token=payment_token,
         amount_minor=pay["amount_minor"],
@@ -209,7 +206,7 @@ def confirm_checkout(
             message=current["failure_reason"] or "This payment was already submitted.",
         )
     customer_id = _customer(services, client_id, None)
-    numbers = [n for n, _ in checkout_view_lines(services, pay["id"])]
+    numbers = [n for n, _ in _lines(services, pay["id"])]
     metadata = {"payment_token": payment_token, "invoices": ",".join(numbers)[:450]}
     try:
         if save:
@@ -255,7 +252,7 @@ def confirm_checkout(
     return _result(outcome.status, payment_token, message=outcome.message)
 
 
-def checkout_view_lines(services: Services, payment_id: int) -> list[tuple[str, int]]:
+def _lines(services: Services, payment_id: int) -> list[tuple[str, int]]:
     return [
         (r["number"], r["amount_minor"])
         for r in services.store.all(
@@ -327,8 +324,6 @@ def handle_stripe_event(services: Services, body: bytes, signature: str | None) 
     """
     event = services.gateway.parse_webhook(body, signature)
     store, clock = services.store, services.clock
-    import json
-
     with store.write() as db:
         db.execute(
             "INSERT INTO stripe_events (id, type, received_at, payload_json) VALUES (?, ?, ?, ?) "

@@ -81,21 +81,23 @@ def start(services: Services) -> BackgroundScheduler | None:
         _safe("poll_psa", lambda: poll_psa.run(services)),
         "interval",
         minutes=cfg.psa.poll_minutes,
-        id="poll_psa",
+        id="poll_psa", name="poll_psa",
         next_run_time=services.clock.utc_now(),
     )
     sched.add_job(
         _safe("drain_outbox", lambda: drain_outbox.run(services)),
         "interval",
         seconds=cfg.outbox.interval_seconds,
-        id="drain_outbox",
+        id="drain_outbox", name="drain_outbox",
     )
     sched.add_job(
         _safe("recover_payments", lambda: checkout.recover_submitted(services)),
         "interval",
         seconds=60,
-        id="recover_payments",
+        id="recover_payments", name="recover_payments",
     )
+    # APScheduler logs every run at INFO; the jobs log what they did themselves.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched.start()
     sched._cashloop_lock = fh  # type: ignore[attr-defined]  # keep the fd open as long as we run
     log.info(

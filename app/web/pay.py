@@ -1,0 +1,234 @@
+"""Paying: choose invoices and amounts (/pay), the card page (/pay/<token>) and its confirm call.
+
+Amounts are typed by a person, so they are parsed here with messages for them; whether the
+amounts may be charged is decided again by `app.checkout.begin_checkout`, which owns the ledger.
+Card numbers never reach this server: Stripe.js turns them into a payment method id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Blueprint, abort, jsonify, redirect, render_template, request, url_for
+
+from app.core.emails import money
+from app.core.money import Money, MoneyError, exponent
+from app.core.store import Store
+from app.web import queries, services, today
+from app.web.session import portal_user
+from sync.base import ConnectorError
+
+log = logging.getLogger(__name__)
+MAX_INVOICES = 200
+PROCESSOR_DOWN = "We could not reach the card processor. Nothing was charged; please try again in a minute."
+_NUMBER = re.compile(r"-?(\d+(\.\d*)?|\.\d+)")
+_PAYMENT_METHOD = re.compile(r"[A-Za-z0-9_]{3,255}")
+
+
+class AmountError(ValueError):
+    """An amount a person typed that we cannot use; the message is for them."""
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """The minor units of an amount typed as "1,250.00" or "$1250"; raises AmountError."""
+    cleaned = text.strip().replace(",", "").replace(" ", "").lstrip("$€£¥")
+    if not cleaned:
+        raise AmountError("Enter an amount.")
+    if not _NUMBER.fullmatch(cleaned):
+        raise AmountError("Enter the amount as a number, such as 1250.00.")
+    if cleaned.startswith("-"):
+        raise AmountError("The amount cannot be negative.")
+    try:
+        return Money.from_decimal(cleaned, currency).amount_minor
+    except MoneyError:
+        places = exponent(currency)
+        if places == 0:
+            raise AmountError(f"{currency} amounts have no decimal places.") from None
+        raise AmountError(f"{currency} amounts have at most {places} decimal places.") from None
+
+
+def check_amounts(
+    rows: list[queries.InvoiceRow], form: Mapping[str, str], *, allow_partial: bool, minimum: str
+) -> tuple[list[tuple[str, int]], dict[str, str]]:
+    """(items, errors): `items` are (invoice token, amount_minor); `errors` maps a token to a message."""
+    items: list[tuple[str, int]] = []
+    errors: dict[str, str] = {}
+    for row in rows:
+        due = money(row.payable_minor, row.currency)
+        try:
+            smallest = Money.from_decimal(minimum, row.currency).amount_minor
+        except MoneyError:  # a minimum such as 0.50 means nothing in yen: any whole amount will do
+            smallest = 1
+        try:
+            if not allow_partial:
+                amount = row.payable_minor
+            else:
+                amount = parse_amount(form.get(f"amount-{row.token}", ""), row.currency)
+            if amount == 0:
+                raise AmountError("Enter an amount greater than zero.")
+            if amount > row.payable_minor:
+                raise AmountError(f"This invoice has {due} left to pay; enter that or less.")
+            if amount < row.payable_minor and amount < smallest:
+                raise AmountError(f"The smallest partial payment is {money(smallest, row.currency)}.")
+        except AmountError as exc:
+            errors[row.token] = str(exc)
+            continue
+        items.append((row.token, amount))
+    return items, errors
+
+
+def _chosen_rows() -> list[queries.InvoiceRow]:
+    svc, client_id = services(), portal_user().client_id
+    if request.values.get("all") == "due":
+        rows = queries.open_invoices(svc.store, client_id, today())
+        currency = request.values.get("currency")
+        return [r for r in rows if r.currency == currency] if currency else rows
+    tokens = request.values.getlist("invoice")[:MAX_INVOICES]
+    rows = queries.find_invoices(svc.store, client_id, tokens, today())
+    if rows is None:
+        abort(404)
+    return rows
+
+
+def _require_payer() -> None:
+    if not portal_user().can_pay:
+        abort(403, description="Your access to this company is view-only. Ask a billing contact to pay.")
+
+
+def pay_form() -> Any:
+    _require_payer()
+    svc = services()
+    portal = svc.config.portal
+    chosen = _chosen_rows()
+    payable = [r for r in chosen if r.payable_minor > 0]
+    skipped = [r for r in chosen if r.payable_minor <= 0]
+    context: dict[str, Any] = {
+        "rows": payable,
+        "skipped": skipped,
+        "errors": {},
+        "form_error": None,
+        "values": {},
+        "allow_partial": portal.allow_partial_payments,
+    }
+    if not chosen:
+        nothing_due = request.values.get("all") == "due"
+        context["form_error"] = "Nothing is due right now." if nothing_due else "Choose at least one invoice."
+        return render_template("pay.html", **context), 200 if nothing_due else 400
+    if len({r.currency for r in payable}) > 1:
+        context["form_error"] = "These invoices are in different currencies. Pay one currency at a time."
+        return render_template("pay.html", **context), 400
+    if request.method == "GET" or request.form.get("action") != "checkout" or not payable:
+        return render_template("pay.html", **context)
+    context["values"] = request.form
+    items, errors = check_amounts(
+        payable,
+        request.form,
+        allow_partial=portal.allow_partial_payments,
+        minimum=portal.minimum_partial_payment,
+    )
+    if errors:
+        context["errors"] = errors
+        return render_template("pay.html", **context), 400
+    from app import checkout
+    from app.core.payments import PaymentRequestError
+
+    try:
+        started = checkout.begin_checkout(
+            svc, client_id=portal_user().client_id, login_email=portal_user().email, items=items
+        )
+    except PaymentRequestError as exc:
+        context["form_error"] = str(exc)
+        return render_template("pay.html", **context), 400
+    except ConnectorError as exc:
+        log.warning("starting a checkout failed: %s", exc)
+        context["form_error"] = PROCESSOR_DOWN
+        return render_template("pay.html", **context), 503
+    # NOTE: redirect (not render) so a reload cannot post the form again; the card page asks
+    # for a fresh SetupIntent, which costs nothing if unused.
+    return redirect(url_for("portal.checkout_page", payment_token=started.payment_token))
+
+
+def retry_url(store: Store, client_id: int, payment_id: int) -> str:
+    tokens = [r["token"] for r in queries.payment_lines(store, client_id, payment_id) if r["is_visible"]]
+    return url_for("portal.pay_form", invoice=tokens)
+
+
+def checkout_page(payment_token: str) -> Any:
+    _require_payer()
+    svc, client_id = services(), portal_user().client_id
+    row = queries.find_payment(svc.store, client_id, payment_token)
+    if row is None:
+        abort(404)
+    if row["status"] != "pending":
+        return redirect(url_for("portal.payment", token=payment_token))
+    from app import checkout
+    from app.core.payments import PaymentRequestError
+
+    retry = retry_url(svc.store, client_id, row["id"])
+    try:
+        co = checkout.checkout_view(
+            svc, client_id=client_id, payment_token=payment_token, login_email=portal_user().email
+        )
+    except PaymentRequestError:
+        abort(404)
+    except ConnectorError as exc:
+        log.warning("loading checkout %s failed: %s", payment_token, exc)
+        return render_template(
+            "message.html",
+            title="Card payments are unavailable",
+            message=PROCESSOR_DOWN,
+            link=retry,
+            link_text="Try again",
+        ), 503
+    return render_template("checkout.html", co=co, retry_url=retry)
+
+
+def confirm(payment_token: str) -> Any:
+    if not portal_user().can_pay:
+        return jsonify(status="failed", message="Your access to this company is view-only."), 403
+    svc, client_id = services(), portal_user().client_id
+    row = queries.find_payment(svc.store, client_id, payment_token)
+    if row is None:
+        return jsonify(status="failed", message="This payment was not found."), 404
+    retry = retry_url(svc.store, client_id, row["id"])
+    data = request.get_json(silent=True)
+    method = data.get("payment_method") if isinstance(data, dict) else None
+    if not isinstance(method, str) or not _PAYMENT_METHOD.fullmatch(method):
+        return jsonify(status="failed", message="Choose a card to pay with.", retry=retry), 400
+    from app import checkout
+    from app.core.payments import PaymentRequestError
+
+    try:
+        result = checkout.confirm_checkout(
+            svc,
+            client_id=client_id,
+            payment_token=payment_token,
+            payment_method=method,
+            save=data.get("save") is True,
+        )
+    except PaymentRequestError as exc:
+        return jsonify(status="failed", message=str(exc), retry=retry), 400
+    except ConnectorError as exc:
+        log.warning("confirming checkout %s failed: %s", payment_token, exc)
+        return jsonify(
+            status="failed",
+            message=PROCESSOR_DOWN,
+            retry=retry,
+            redirect=url_for("portal.payment", token=payment_token),
+        ), 503
+    return jsonify(
+        status=result.status,
+        client_secret=result.client_secret,
+        message=result.message,
+        redirect=result.redirect,
+        retry=retry,
+    )
+
+
+def register(bp: Blueprint) -> None:
+    bp.add_url_rule("/pay", "pay_form", pay_form, methods=["GET", "POST"])
+    bp.add_url_rule("/pay/<payment_token>", "checkout_page", checkout_page)
+    bp.add_url_rule("/pay/<payment_token>/confirm", "confirm", confirm, methods=["POST"])
