@@ -110,10 +110,10 @@ class InvoiceRow:
 
     @property
     def reference(self) -> str:
-        """The project (and phase) or agreement the invoice belongs to."""
+        """The project (and phase), agreement or ticket the invoice belongs to."""
         if self.project:
             return f"{self.project} · {self.phase}" if self.phase else self.project
-        return self.agreement or ""
+        return self.agreement or (f"Ticket {self.ticket}" if self.ticket else "")
 
 
 @dataclass(frozen=True)
