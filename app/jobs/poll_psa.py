@@ -31,7 +31,8 @@ class PollReport:
 
     def summary(self) -> str:
         parts = [
-            f"{obj}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for obj, c in self.counts.items()
+            f"{obj}: " + (", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "nothing new")
+            for obj, c in self.counts.items()
         ]
         return "; ".join(parts) + (f"; error: {self.error}" if self.error else "")
 
@@ -145,9 +146,12 @@ def _save_state(
 ) -> None:
     now = to_db(services.clock.utc_now())
     db.execute(
-        "INSERT INTO sync_state (connector, object, cursor, last_run_at, last_success_at, last_error, counts_json) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (connector, object) DO UPDATE SET cursor = excluded.cursor, "
-        "last_run_at = excluded.last_run_at, last_error = excluded.last_error, counts_json = excluded.counts_json, "
+        "INSERT INTO sync_state "
+        "(connector, object, cursor, last_run_at, last_success_at, last_error, counts_json) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (connector, object) DO UPDATE SET cursor = excluded.cursor, "
+        "last_run_at = excluded.last_run_at, last_error = excluded.last_error, "
+        "counts_json = excluded.counts_json, "
         "last_success_at = COALESCE(excluded.last_success_at, sync_state.last_success_at)",
         (connector, obj, cursor, now, now if success else None, error, json.dumps(dict(counts))),
     )

@@ -115,6 +115,7 @@ def loop(tmp_path_factory, stripe_double, smtp_sink, browser):
                                invitations=invitations, context=context)
             yield lp
             context.close()
+            assert cw.violations == []
         finally:
             stripe_double.unregister_webhook()
             server.stop()

@@ -14,6 +14,8 @@ from tests.fakes.connectwise import ConnectWiseFake
 def cw():
     with ConnectWiseFake() as fake:
         yield fake
+    # Any request the real API would refuse fails the test that made it.
+    assert fake.violations == []
 
 
 @pytest.fixture
@@ -28,8 +30,8 @@ def test_invoices_companies_and_billing_contacts_arrive_with_their_references(cw
     report = poll_psa.run(cw_services)
     assert report.error is None
     s = cw_services.store
-    rows = {r["number"]: dict(r) for r in s.all("SELECT number, kind, total_minor, tax_minor, agreement, project, "
-                                                 "phase, ticket, due_on FROM invoices")}
+    rows = {r["number"]: dict(r) for r in s.all("SELECT number, kind, total_minor, tax_minor, agreement, "
+                                                 "project, phase, ticket, due_on FROM invoices")}
     assert rows["INV-1042"]["kind"] == "agreement" and rows["INV-1042"]["total_minor"] == 125000
     assert rows["INV-1043"]["kind"] == "project" and rows["INV-1043"]["project"] == "Office 365 migration"
     assert rows["INV-1043"]["tax_minor"] == 25050 and rows["INV-1043"]["due_on"] == "2026-03-31"
