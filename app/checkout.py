@@ -112,7 +112,8 @@ def begin_checkout(
     tokens = [t for t, _ in items]
     rows = (
         store.all(
-            f"SELECT id, token FROM invoices WHERE client_id = ? AND token IN ({','.join('?' * len(tokens))})",
+            "SELECT id, token FROM invoices WHERE client_id = ? AND token IN "
+            f"({','.join('?' * len(tokens))})",
             (client_id, *tokens),
         )
         if tokens
@@ -198,6 +199,11 @@ def confirm_checkout(
     pay = _payment(services, client_id, payment_token)
     if not isinstance(payment_method, str) or not payment_method.startswith("pm_"):
         raise PaymentRequestError("No card was given.")
+    saved = store.one("SELECT client_id, removed_at FROM payment_methods WHERE processor_ref = ?",
+                      (payment_method,))
+    if saved is not None and (saved["client_id"] != client_id or saved["removed_at"]):
+        # Another company's saved card, or one removed: refused before anything reaches Stripe.
+        raise PaymentRequestError("That card is not available for this company.")
     if not payments.claim_for_submission(store, clock, pay["id"]):
         current = store.one("SELECT status, failure_reason FROM payments WHERE id = ?", (pay["id"],))
         return _result(
@@ -276,7 +282,8 @@ def _remember_method(services: Services, client_id: int, pm_id: str) -> None:
         ).fetchone()
         db.execute(
             "INSERT INTO payment_methods (client_id, processor_ref, type, brand, last4, exp_month, exp_year, "
-            "is_default, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (processor_ref) DO NOTHING",
+            "is_default, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (processor_ref) DO NOTHING",
             (
                 client_id,
                 m.processor_ref,
