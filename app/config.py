@@ -62,7 +62,9 @@ def _check_positive(value: int) -> str | None:
 
 
 def _check_color(value: str) -> str | None:
-    return None if re.fullmatch(r"#[0-9a-fA-F]{6}", value) else f"colour must look like #1f4f8b, got {value!r}"
+    if re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        return None
+    return f"colour must look like #1f4f8b, got {value!r}"
 
 
 def _check_listen(value: str) -> str | None:
@@ -73,7 +75,9 @@ def _check_listen(value: str) -> str | None:
 
 
 def _check_decimal(value: str) -> str | None:
-    return None if re.fullmatch(r"\d+(\.\d+)?", value) else f"must be a decimal amount such as '10.00', got {value!r}"
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return None
+    return f"must be a decimal amount such as '10.00', got {value!r}"
 
 
 def opt(default: Any = MISSING, *, check: Any = None, doc: str = "") -> Any:
@@ -133,13 +137,16 @@ class EmailSettings:
     from_address: str = opt(doc="Sender address of every message.")
     from_name: str = opt("", doc="Sender display name; defaults to the branding name.")
     timeout_seconds: int = opt(20, check=_check_positive, doc="Timeout of one SMTP conversation.")
-    templates_dir: str = opt("", doc="Folder whose email templates replace the shipped ones of the same name.")
+    templates_dir: str = opt(
+        "", doc="Folder whose email templates replace the shipped ones of the same name.")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConnectWiseSettings:
-    site: str = opt("na.myconnectwise.net", doc="ConnectWise host (na./eu./au.myconnectwise.net or on-prem).")
-    codebase: str = opt("v4_6_release/", doc="Codebase path segment (GET /login/companyinfo/{company} tells).")
+    site: str = opt(
+        "na.myconnectwise.net", doc="ConnectWise host (na./eu./au.myconnectwise.net or on-prem).")
+    codebase: str = opt(
+        "v4_6_release/", doc="Codebase path segment (GET /login/companyinfo/{company} tells).")
     base_url: str = opt("", doc="Full API base; overrides site/codebase (on-prem or tests).")
     company_id: str = opt(doc="ConnectWise company id used to sign in.")
     public_key: str = opt(doc="API member public key.")
@@ -197,7 +204,8 @@ class PortalSettings:
     minimum_partial_payment: str = opt("1.00", check=_check_decimal, doc="Smallest partial payment.")
     invitation_days: int = opt(7, check=_check_positive, doc="Days an invitation link stays valid.")
     magic_link_minutes: int = opt(30, check=_check_positive, doc="Minutes a sign-in link stays valid.")
-    invite_billing_contacts: bool = opt(True, doc="Email an invitation to each new billing contact the PSA brings in.")
+    invite_billing_contacts: bool = opt(
+        True, doc="Email an invitation to each new billing contact the PSA brings in.")
 
 
 @dataclass(frozen=True, kw_only=True)

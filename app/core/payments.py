@@ -120,7 +120,8 @@ def start_payment(
         token = public_token()
         cur = db.execute(
             "INSERT INTO payments (token, client_id, method, amount_minor, currency, status, processor, "
-            "idem_key, initiated_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, 'pending', 'stripe', ?, ?, ?, ?)",
+            "idem_key, initiated_by, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 'stripe', ?, ?, ?, ?)",
             (token, client_id, method, total, currency, f"new-{token}", initiated_by, now, now),
         )
         payment_id = int(cur.lastrowid)
@@ -177,14 +178,16 @@ def _check_item(inv: dict, amount_minor: int, *, allow_partial: bool, minimum_pa
             minimum = 0
         if amount_minor < minimum:
             raise PaymentRequestError(
-                f"A part payment of invoice {number} must be at least {Money(minimum, inv['currency']).to_decimal()}."
+                f"A part payment of invoice {number} must be at least "
+                f"{Money(minimum, inv['currency']).to_decimal()}."
             )
 
 
 def _cancel_stale_pending(db, clock: Clock, client_id: int, invoice_ids: Sequence[int]) -> None:
     marks = ",".join("?" * len(invoice_ids))
     db.execute(
-        f"UPDATE payments SET status = 'canceled', updated_at = ?, failure_reason = 'replaced by a newer checkout' "
+        f"UPDATE payments SET status = 'canceled', updated_at = ?, "
+        f"failure_reason = 'replaced by a newer checkout' "
         f"WHERE client_id = ? AND status = 'pending' AND id IN "
         f"(SELECT payment_id FROM allocations WHERE invoice_id IN ({marks}))",
         (to_db(clock.utc_now()), client_id, *invoice_ids),
@@ -300,7 +303,8 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
     paid_on = local_today(clock, timezone).isoformat()
     allocs = db.execute(
         "SELECT a.id, a.amount_minor, i.id AS invoice_id, i.number, i.remote_id, i.source, b.balance_minor "
-        "FROM allocations a JOIN invoices i ON i.id = a.invoice_id JOIN invoice_balances b ON b.invoice_id = i.id "
+        "FROM allocations a JOIN invoices i ON i.id = a.invoice_id "
+        "JOIN invoice_balances b ON b.invoice_id = i.id "
         "WHERE a.payment_id = ? ORDER BY i.number",
         (payment_id,),
     ).fetchall()

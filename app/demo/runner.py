@@ -20,8 +20,8 @@ from typing import Any
 from app.config import Config, parse_config
 from app.core.keys import public_token
 
-DEMO_PASSWORD = "demo-password-2026"
-WEBHOOK_SECRET = "whsec_cashloop_demo"
+DEMO_PASSWORD = "demo-password-2026"  # noqa: S105 - the demo's published test login, printed at startup
+WEBHOOK_SECRET = "whsec_cashloop_demo"  # noqa: S105 - fixed secret of the loopback-only demo webhook
 log = logging.getLogger(__name__)
 
 

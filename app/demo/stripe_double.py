@@ -20,6 +20,7 @@ Parent: `with StripeDouble() as double: ... double.api_base ...`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
@@ -36,7 +37,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-SECRET_KEY = "sk_test_123"  # localstripe accepts any sk_ key; this one is used everywhere in tests
+SECRET_KEY = "sk_test_123"  # noqa: S105 - localstripe accepts any sk_ key; used everywhere in tests
 PUBLISHABLE_KEY = "pk_test_123"
 STARTUP_TIMEOUT_SECONDS = 15.0
 _EXIT_PORT_IN_USE = 3  # lets the parent retry an auto-picked port that was taken in between
@@ -252,10 +253,8 @@ class StripeDouble:
                 return int(resp.status)
         except urllib.error.HTTPError as exc:
             body = exc.read().decode("utf-8", "replace")
-            try:
+            with contextlib.suppress(ValueError, KeyError, TypeError):
                 body = json.loads(body)["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                pass
             raise StripeDoubleError(f"{method} {path} -> HTTP {exc.code}: {body}") from exc
 
 

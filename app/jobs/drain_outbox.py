@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 def _record_ref(services: Services, kind: str, local_id: int, system: str, remote_id: str) -> None:
     with services.store.write() as db:
         db.execute(
-            "INSERT INTO external_refs (kind, local_id, system, remote_id, created_at) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO external_refs (kind, local_id, system, remote_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (kind, local_id, system) DO UPDATE SET remote_id = excluded.remote_id",
             (kind, local_id, system, remote_id, to_db(services.clock.utc_now())),
         )

@@ -167,8 +167,10 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
     updated = to_db(inv.updated_at) if inv.updated_at else None
     if existing:
         ours = db.execute(
-            "SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a JOIN payments p ON p.id = a.payment_id "
-            "WHERE a.invoice_id = ? AND p.status IN ('succeeded', 'submitted', 'requires_action', 'processing')",
+            "SELECT COALESCE(SUM(a.amount_minor), 0) "
+            "FROM allocations a JOIN payments p ON p.id = a.payment_id "
+            "WHERE a.invoice_id = ? "
+            "AND p.status IN ('succeeded', 'submitted', 'requires_action', 'processing')",
             (existing["id"],),
         ).fetchone()[0]
         changes_money = (
@@ -192,10 +194,10 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
             return "held"
         paid_elsewhere = max(0, inv.paid_minor - _our_written_back(db, existing["id"]))
         db.execute(
-            "UPDATE invoices SET client_id = ?, number = ?, kind = ?, status = ?, is_approved = ?, issued_on = ?, "
-            "due_on = ?, currency = ?, subtotal_minor = ?, tax_minor = ?, total_minor = ?, paid_elsewhere_minor = ?, "
-            "agreement = ?, project = ?, phase = ?, ticket = ?, description = ?, source_updated_at = ?, raw_json = ?, "
-            "synced_at = ? WHERE id = ?",
+            "UPDATE invoices SET client_id = ?, number = ?, kind = ?, status = ?, is_approved = ?, "
+            "issued_on = ?, due_on = ?, currency = ?, subtotal_minor = ?, tax_minor = ?, total_minor = ?, "
+            "paid_elsewhere_minor = ?, agreement = ?, project = ?, phase = ?, ticket = ?, description = ?, "
+            "source_updated_at = ?, raw_json = ?, synced_at = ? WHERE id = ?",
             (
                 client["id"],
                 inv.number,
@@ -225,9 +227,9 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
         result = "updated"
     else:
         cur = db.execute(
-            "INSERT INTO invoices (client_id, source, remote_id, number, kind, status, is_approved, issued_on, due_on, "
-            "currency, subtotal_minor, tax_minor, total_minor, paid_elsewhere_minor, agreement, project, phase, "
-            "ticket, description, token, source_updated_at, raw_json, synced_at) "
+            "INSERT INTO invoices (client_id, source, remote_id, number, kind, status, is_approved, "
+            "issued_on, due_on, currency, subtotal_minor, tax_minor, total_minor, paid_elsewhere_minor, "
+            "agreement, project, phase, ticket, description, token, source_updated_at, raw_json, synced_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 client["id"],
@@ -258,8 +260,9 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
         invoice_id = cur.lastrowid
         result = "created"
     db.conn.executemany(
-        "INSERT INTO invoice_lines (invoice_id, line_no, description, quantity, unit_price_minor, amount_minor, "
-        "agreement, project, phase, ticket, service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO invoice_lines (invoice_id, line_no, description, quantity, unit_price_minor, "
+        "amount_minor, agreement, project, phase, ticket, service) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 invoice_id,

@@ -60,11 +60,27 @@ class JournalSink:
             _safe(p.client_remote_id),
         ]
         rows = [
-            [*common, "", CLEARING_ACCOUNT, amount(p.amount_minor), "", p.currency, f"{p.method} payment {p.payment_token}"]
+            [
+                *common,
+                "",
+                CLEARING_ACCOUNT,
+                amount(p.amount_minor),
+                "",
+                p.currency,
+                f"{p.method} payment {p.payment_token}",
+            ]
         ]
         for number, minor in p.allocations:
             rows.append(
-                [*common, _safe(number), RECEIVABLE_ACCOUNT, "", amount(minor), p.currency, f"applied to invoice {number}"]
+                [
+                    *common,
+                    _safe(number),
+                    RECEIVABLE_ACCOUNT,
+                    "",
+                    amount(minor),
+                    p.currency,
+                    f"applied to invoice {number}",
+                ]
             )
         return rows
 

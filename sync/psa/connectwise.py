@@ -54,7 +54,10 @@ _REF_FIELDS = ("agreement", "project", "phase", "ticket", "service")
 
 
 def split_names(names: str | Iterable[str]) -> frozenset[str]:
-    """["Void", "Cancelled"] (or "Void, Cancelled") -> {"void", "cancelled"}: names compare case-insensitively."""
+    """["Void", "Cancelled"] (or "Void, Cancelled") -> {"void", "cancelled"}.
+
+    Names compare case-insensitively.
+    """
     parts = names.split(",") if isinstance(names, str) else names
     return frozenset(p.strip().lower() for p in parts if p.strip())
 

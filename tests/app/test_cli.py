@@ -13,8 +13,9 @@ from tests.conftest import make_config
 
 
 def _cashloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _config_file(tmp_path) -> str:
@@ -23,8 +24,15 @@ def _config_file(tmp_path) -> str:
     path = tmp_path / "config.toml"
     from app.demo.runner import demo_config
 
-    path.write_text(demo_config(data_dir=tmp_path, port=8080, stripe_base="http://127.0.0.1:9", smtp_port=9,
-                                secret_key="test-secret-key-0123456789abcdef"))
+    path.write_text(
+        demo_config(
+            data_dir=tmp_path,
+            port=8080,
+            stripe_base="http://127.0.0.1:9",
+            smtp_port=9,
+            secret_key="test-secret-key-0123456789abcdef",
+        )
+    )
     assert cfg.psa.files is not None
     return str(path)
 
@@ -59,15 +67,21 @@ def test_create_admin_stores_a_hashed_password_and_refuses_a_duplicate(tmp_path)
     path = _config_file(tmp_path)
     secret = tmp_path / "pw"
     secret.write_text("a long admin passphrase\n")
-    ok = _cashloop("create-admin", "--config", path, "--email", "owner@msp.example", "--password-file", str(secret))
+    ok = _cashloop(
+        "create-admin", "--config", path, "--email", "owner@msp.example", "--password-file", str(secret)
+    )
     assert ok.returncode == 0, ok.stderr
     services = build_services(make_config(tmp_path))
     row = services.store.one("SELECT role, password_hash FROM admin_users WHERE email = 'owner@msp.example'")
     assert row["role"] == "owner" and row["password_hash"].startswith("$argon2id$")
     assert "a long admin passphrase" not in row["password_hash"]
-    again = _cashloop("create-admin", "--config", path, "--email", "owner@msp.example", "--password-file", str(secret))
+    again = _cashloop(
+        "create-admin", "--config", path, "--email", "owner@msp.example", "--password-file", str(secret)
+    )
     assert again.returncode == 2 and "already exists" in again.stderr
     short = tmp_path / "short"
     short.write_text("short")
-    weak = _cashloop("create-admin", "--config", path, "--email", "f@msp.example", "--password-file", str(short))
+    weak = _cashloop(
+        "create-admin", "--config", path, "--email", "f@msp.example", "--password-file", str(short)
+    )
     assert weak.returncode == 2 and "at least 12" in weak.stderr

@@ -25,8 +25,10 @@ def _listening(port: int) -> bool:
 
 
 CASES = {
-    "missing key": (lambda t: t.replace('name = "Northwind IT Services LLC"\n', ""), "entity.name: missing required key"),
-    "unknown key": (lambda t: t.replace("[outbox]", "[outbox]\ninterval_secs = 5"), "outbox.interval_secs: unknown key"),
+    "missing key": (lambda t: t.replace('name = "Northwind IT Services LLC"\n', ""),
+                    "entity.name: missing required key"),
+    "unknown key": (lambda t: t.replace("[outbox]", "[outbox]\ninterval_secs = 5"),
+                    "outbox.interval_secs: unknown key"),
     "wrong type": (lambda t: t.replace("poll_minutes = 5", 'poll_minutes = "five"'),
                    "psa.poll_minutes: expected an integer"),
     "unreadable secret file": (lambda t: t.replace('secret_key = "sk_test_123"',
@@ -75,7 +77,7 @@ def test_secret_file_is_read_and_never_printed(tmp_path):
 def test_both_inline_and_file_secret_is_an_error(tmp_path):
     text = _toml(tmp_path, 8080).replace('secret_key = "sk_test_123"',
                                          'secret_key = "sk_test_123"\nsecret_key_file = "/x"')
-    with pytest.raises(ConfigError, match="stripe.secret_key: give either"):
+    with pytest.raises(ConfigError, match=r"stripe\.secret_key: give either"):
         parse_config(text)
 
 
@@ -95,9 +97,8 @@ def test_every_setting_is_documented_in_the_example_config():
 
 
 def test_example_config_is_valid(tmp_path):
-    from pathlib import Path
-
     import re
+    from pathlib import Path
 
     example = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text(encoding="utf-8")
 

@@ -91,7 +91,9 @@ def test_three_decimal_amount_is_charged_exactly_and_unchargeable_one_is_refused
     k2 = make_invoice(s, "INV-K2", client_remote_id="kw", total_minor=18605, currency="KWD")
 
     assert _pay(s, stripe_double, client_id, [(_token(s, k1), 18600)]).status == "succeeded"
-    assert [pi["amount"] for pi in _intents(stripe_double) if pi["metadata"].get("invoices") == "INV-K1"] == [18600]
+    assert [
+        pi["amount"] for pi in _intents(stripe_double) if pi["metadata"].get("invoices") == "INV-K1"
+    ] == [18600]
     before = len(_intents(stripe_double))
     with pytest.raises(PaymentRequestError, match="not chargeable by card"):
         checkout.begin_checkout(
@@ -175,7 +177,7 @@ def test_more_than_the_balance_is_refused_before_any_charge(stripe_services, str
     s = stripe_services
     client_id, _i1001, i1002 = _contoso(s)
     before = len(_intents(stripe_double))
-    with pytest.raises(PaymentRequestError, match="more than the 70.00 still due"):
+    with pytest.raises(PaymentRequestError, match=r"more than the 70\.00 still due"):
         checkout.begin_checkout(
             s, client_id=client_id, login_email="ap@contoso.example", items=[(_token(s, i1002), 10000)]
         )

@@ -83,8 +83,13 @@ def loop(tmp_path_factory, stripe_double, smtp_sink, browser):
             invitations = smtp_sink.wait_for(2)
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             page = context.new_page()
-            _accept_invitation(page, _invite_link(invitations, "ap@contoso.example"), "correct horse battery",
-                               shots, "contoso")
+            _accept_invitation(
+                page,
+                _invite_link(invitations, "ap@contoso.example"),
+                "correct horse battery",
+                shots,
+                "contoso",
+            )
             page.goto(f"{server.url}/invoices")
             page.screenshot(path=shots / "contoso-2-invoices.png", full_page=True)
             listed = page.locator("tbody tr[id^=invoice-]").all_inner_texts()
@@ -103,16 +108,29 @@ def loop(tmp_path_factory, stripe_double, smtp_sink, browser):
             status = page.locator("#payment-status").inner_text()
             page.screenshot(path=shots / "contoso-5-paid.png", full_page=True)
             page.goto(f"{server.url}/invoices?status=all")
-            after = {number: page.locator(f"tr:has-text('{number}')").inner_text()
-                     for number in ("INV-1042", "INV-1043", "INV-1044")}
+            after = {
+                number: page.locator(f"tr:has-text('{number}')").inner_text()
+                for number in ("INV-1042", "INV-1043", "INV-1044")
+            }
             page.screenshot(path=shots / "contoso-6-invoices-after.png", full_page=True)
             payment_token = services.store.scalar("SELECT token FROM payments WHERE status = 'succeeded'")
             _wait_for_webhook(services)
             drain_outbox.run(services)
             lp = Loop()
-            lp.__dict__.update(services=services, server=server, cw=cw, world=world, listed=listed, status=status,
-                               after=after, payment_token=payment_token, shots=shots, cfg=cfg,
-                               invitations=invitations, context=context)
+            lp.__dict__.update(
+                services=services,
+                server=server,
+                cw=cw,
+                world=world,
+                listed=listed,
+                status=status,
+                after=after,
+                payment_token=payment_token,
+                shots=shots,
+                cfg=cfg,
+                invitations=invitations,
+                context=context,
+            )
             yield lp
             context.close()
             assert cw.violations == []
@@ -125,8 +143,10 @@ def _wait_for_webhook(services, timeout: float = 15.0) -> None:
     """localstripe posts events about a second after the call; wait until ours was processed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if services.store.scalar("SELECT COUNT(*) FROM stripe_events WHERE type = 'payment_intent.succeeded' "
-                                 "AND processed_at IS NOT NULL"):
+        if services.store.scalar(
+            "SELECT COUNT(*) FROM stripe_events WHERE type = 'payment_intent.succeeded' "
+            "AND processed_at IS NOT NULL"
+        ):
             return
         time.sleep(0.2)
     raise AssertionError("the payment_intent.succeeded webhook did not arrive")
@@ -134,8 +154,11 @@ def _wait_for_webhook(services, timeout: float = 15.0) -> None:
 
 def _intents_for(double, payment_token: str) -> list[dict]:
     client = stripe.StripeClient(double.secret_key, base_addresses={"api": double.api_base})
-    return [pi.to_dict() for pi in client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
-            if (pi.to_dict().get("metadata") or {}).get("payment_token") == payment_token]
+    return [
+        pi.to_dict()
+        for pi in client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
+        if (pi.to_dict().get("metadata") or {}).get("payment_token") == payment_token
+    ]
 
 
 def _receipts(sink) -> list:
@@ -173,10 +196,18 @@ def test_contact_pays_two_of_three_invoices_and_every_system_agrees(loop, stripe
     # The journal entry balances and names both invoices.
     rows = [r for r in _journal(loop.cfg) if r["payment_reference"] == loop.payment_token]
     assert [(r["invoice_number"], r["debit"], r["credit"]) for r in rows] == [
-        ("", "1537.25", ""), ("INV-1042", "", "1250.00"), ("INV-1044", "", "287.25")]
+        ("", "1537.25", ""),
+        ("INV-1042", "", "1250.00"),
+        ("INV-1044", "", "287.25"),
+    ]
     assert sorted(p.name for p in loop.shots.glob("contoso-*.png")) == [
-        "contoso-1-invitation.png", "contoso-2-invoices.png", "contoso-3-pay.png", "contoso-4-checkout.png",
-        "contoso-5-paid.png", "contoso-6-invoices-after.png"]
+        "contoso-1-invitation.png",
+        "contoso-2-invoices.png",
+        "contoso-3-pay.png",
+        "contoso-4-checkout.png",
+        "contoso-5-paid.png",
+        "contoso-6-invoices-after.png",
+    ]
 
 
 def _signed(body: bytes, secret: str) -> str:
@@ -188,14 +219,24 @@ def _signed(body: bytes, secret: str) -> str:
 def test_outbox_runs_and_webhook_replays_change_nothing(loop, stripe_double, smtp_sink):
     client = stripe.StripeClient(stripe_double.secret_key, base_addresses={"api": stripe_double.api_base})
     [pi] = _intents_for(stripe_double, loop.payment_token)
-    events = [e.to_dict() for e in client.v1.events.list(params={"type": "payment_intent.succeeded",
-                                                                  "limit": 100}).auto_paging_iter()]
+    events = [
+        e.to_dict()
+        for e in client.v1.events.list(
+            params={"type": "payment_intent.succeeded", "limit": 100}
+        ).auto_paging_iter()
+    ]
     [event] = [e for e in events if e["data"]["object"]["id"] == pi["id"]]
     body = json.dumps(event).encode()
     for _ in range(2):
-        r = requests.post(f"{loop.server.url}/stripe/webhook", data=body, timeout=10,
-                          headers={"Stripe-Signature": _signed(body, str(loop.cfg.stripe.webhook_secret)),
-                                   "Content-Type": "application/json"})
+        r = requests.post(
+            f"{loop.server.url}/stripe/webhook",
+            data=body,
+            timeout=10,
+            headers={
+                "Stripe-Signature": _signed(body, str(loop.cfg.stripe.webhook_secret)),
+                "Content-Type": "application/json",
+            },
+        )
         assert r.status_code == 200, r.text
     for _ in range(2):
         drain_outbox.run(loop.services)
@@ -206,8 +247,12 @@ def test_outbox_runs_and_webhook_replays_change_nothing(loop, stripe_double, smt
     assert loop.services.store.scalar("SELECT COUNT(*) FROM payments WHERE status = 'succeeded'") == 1
     assert len(_intents_for(stripe_double, loop.payment_token)) == 1
     # A forged delivery is refused without touching anything.
-    r = requests.post(f"{loop.server.url}/stripe/webhook", data=body, timeout=10,
-                      headers={"Stripe-Signature": _signed(body, "whsec_wrong")})
+    r = requests.post(
+        f"{loop.server.url}/stripe/webhook",
+        data=body,
+        timeout=10,
+        headers={"Stripe-Signature": _signed(body, "whsec_wrong")},
+    )
     assert r.status_code == 400
 
 
@@ -215,8 +260,13 @@ def test_another_companys_contact_cannot_see_or_pay_these_invoices(loop, browser
     s = loop.services
     context = browser.new_context()
     page = context.new_page()
-    _accept_invitation(page, _invite_link(loop.invitations, "ap@fabrikam.example"), "another good password",
-                       loop.shots, "fabrikam")
+    _accept_invitation(
+        page,
+        _invite_link(loop.invitations, "ap@fabrikam.example"),
+        "another good password",
+        loop.shots,
+        "fabrikam",
+    )
     base = loop.server.url
     for path in ("/", "/invoices?status=all", "/payments"):
         html = page.goto(base + path).text()
@@ -228,16 +278,25 @@ def test_another_companys_contact_cannot_see_or_pay_these_invoices(loop, browser
         assert resp.status == 404 and "INV-104" not in resp.text()
         resp = page.request.get(f"{base}/pay?invoice={token}")
         assert resp.status in (400, 404) and "INV-104" not in resp.text()
-        resp = page.request.post(f"{base}/pay", form={"invoice": token, f"amount-{token}": "1.00",
-                                                      "csrf_token": csrf})
+        resp = page.request.post(
+            f"{base}/pay", form={"invoice": token, f"amount-{token}": "1.00", "csrf_token": csrf}
+        )
         assert resp.status in (400, 404) and "INV-104" not in resp.text()
     for path in (f"/payments/{loop.payment_token}", f"/pay/{loop.payment_token}"):
         resp = page.request.get(base + path)
         assert resp.status == 404 and "1,537.25" not in resp.text(), path
-    resp = page.request.post(f"{base}/pay/{loop.payment_token}/confirm", headers={"X-CSRFToken": csrf},
-                             data=json.dumps({"payment_method": "pm_card_visa", "save": False}))
+    resp = page.request.post(
+        f"{base}/pay/{loop.payment_token}/confirm",
+        headers={"X-CSRFToken": csrf},
+        data=json.dumps({"payment_method": "pm_card_visa", "save": False}),
+    )
     assert resp.status == 404
     page.screenshot(path=loop.shots / "fabrikam-2-own-invoices.png", full_page=True)
-    assert s.store.scalar("SELECT COUNT(*) FROM payments WHERE client_id = (SELECT id FROM clients "
-                          "WHERE name = 'Fabrikam Builders Inc')") == 0
+    assert (
+        s.store.scalar(
+            "SELECT COUNT(*) FROM payments WHERE client_id = (SELECT id FROM clients "
+            "WHERE name = 'Fabrikam Builders Inc')"
+        )
+        == 0
+    )
     context.close()
