@@ -266,8 +266,10 @@ _PAYMENT_COLUMNS = (
 
 
 def list_payments(store: Store, client_id: int, *, page: int = 1) -> tuple[list[sqlite3.Row], int, int]:
-    """Payments of the client, newest first, without abandoned checkouts (still `pending`)."""
-    where = "FROM payments p WHERE p.client_id = ? AND p.status != 'pending'"
+    """Payments of the client, newest first, without checkouts that never reached the processor
+    (abandoned, or replaced by a newer checkout): nothing was charged, so nothing is shown."""
+    where = ("FROM payments p WHERE p.client_id = ? AND p.status != 'pending' "
+             "AND NOT (p.status = 'canceled' AND p.processor_ref IS NULL)")
     count = int(store.scalar(f"SELECT COUNT(*) {where}", (client_id,)) or 0)
     pages = max(1, -(-count // PER_PAGE))
     page = min(max(1, page), pages)

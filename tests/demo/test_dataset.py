@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from app.demo.dataset import KINDS, DatasetSummary, generate
+from tests.fakes.connectwise import spec_path
 
 TODAY = date(2026, 3, 10)
 CENT = Decimal("0.01")
-SPEC = Path(__file__).resolve().parents[3] / "shared" / "specs" / "connectwise-psa-subset.json"
 INVOICE_TYPES = {"Agreement", "CreditMemo", "DownPayment", "Miscellaneous", "Progress", "Standard"}
 APPLY_TO_TYPES = {"All", "Agreement", "Project", "ProjectPhase", "SalesOrder", "Ticket"}
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -263,9 +263,7 @@ def test_ids_numbers_and_lengths_fit_connectwise(export):
 
 
 def test_records_use_the_connectwise_field_names_and_types(export):
-    if not SPEC.exists():
-        pytest.skip(f"ConnectWise spec not found at {SPEC}")
-    schemas = json.loads(SPEC.read_text())["components"]["schemas"]
+    schemas = json.loads(spec_path().read_text())["components"]["schemas"]
     json_types = {
         "integer": int,
         "number": (int, Decimal),

@@ -46,9 +46,13 @@ _CLAUSE = re.compile(
 )
 
 
-def spec_path() -> Path:
-    shared = os.environ.get("CASHLOOP_SHARED") or Path(__file__).resolve().parents[2].parent / "shared"
-    return Path(shared) / "specs" / "connectwise-psa-subset.json"
+def spec_path(name: str = "connectwise-psa-subset.json") -> Path:
+    """A vendor spec from tests/specs (or $CASHLOOP_SPECS); missing is an error, never a skip."""
+    folder = Path(os.environ.get("CASHLOOP_SPECS") or Path(__file__).resolve().parents[1] / "specs")
+    path = folder / name
+    if not path.is_file():
+        raise FileNotFoundError(f"vendor spec {path} is missing: the fakes cannot check requests without it")
+    return path
 
 
 def cw_time(dt: datetime) -> str:
