@@ -17,6 +17,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING
 
+from app.core.addresses import AddressError, single_recipient
 from app.core.clock import SystemClock
 
 if TYPE_CHECKING:
@@ -81,7 +82,11 @@ def compose(
     domain = _domain(from_address)
     msg = EmailMessage()
     msg["From"] = Address(display_name=from_name, addr_spec=from_address)
-    msg["To"] = ", ".join(to)
+    try:
+        recipients = [single_recipient(item) for item in to]
+    except AddressError as exc:
+        raise ValueError(f"bad recipient: {exc}") from exc
+    msg["To"] = ", ".join(recipients)
     if reply_to:
         msg["Reply-To"] = reply_to
     msg["Subject"] = subject

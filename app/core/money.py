@@ -23,6 +23,9 @@ _KNOWN = _ZERO_DECIMAL | _THREE_DECIMAL | {
 }
 
 
+MAX_MINOR = 10**15  # ten trillion dollars in cents
+
+
 class MoneyError(ValueError):
     """An amount or currency that cannot be represented exactly."""
 
@@ -60,6 +63,9 @@ class Money:
     def __post_init__(self) -> None:
         if isinstance(self.amount_minor, bool) or not isinstance(self.amount_minor, int):
             raise MoneyError(f"amount_minor must be an int, got {self.amount_minor!r}")
+        if abs(self.amount_minor) > MAX_MINOR:
+            # Far beyond any invoice, and beyond what SQLite's INTEGER holds: a data error.
+            raise MoneyError(f"amount {self.amount_minor} minor units is out of range")
         object.__setattr__(self, "currency", check_currency(self.currency))
 
     @classmethod

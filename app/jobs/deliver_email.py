@@ -33,17 +33,20 @@ def send_email(services: Services, payload: dict[str, Any], key: str) -> None:
     except Exception as exc:  # a broken override template must not retry forever
         raise PermanentError(f"template {payload['template']!r} failed to render: {exc}") from exc
     to = list(payload["to"])
-    message = mailer.compose(
-        to=to,
-        subject=rendered.subject,
-        text=rendered.text,
-        html=rendered.html,
-        from_address=cfg.email.from_address,
-        from_name=cfg.email.from_name or cfg.branding.name,
-        reply_to=cfg.branding.support_email or None,
-        message_id_key=key,
-        sent_at=services.clock.utc_now(),
-    )
+    try:
+        message = mailer.compose(
+            to=to,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            from_address=cfg.email.from_address,
+            from_name=cfg.email.from_name or cfg.branding.name,
+            reply_to=cfg.branding.support_email or None,
+            message_id_key=key,
+            sent_at=services.clock.utc_now(),
+        )
+    except ValueError as exc:  # a recipient that is not one address: no retry will fix it
+        raise PermanentError(f"cannot address the message: {exc}") from exc
     kind = payload.get("kind") or payload["template"]
     try:
         mailer.send(message, cfg.email)
