@@ -181,6 +181,7 @@ def _apply(services: Services, pay: Any, state: IntentState) -> payments.Outcome
         failure=state.failure_message or state.failure_code,
         base_url=services.config.cashloop.base_url,
         timezone=services.config.tz,
+        charge_ref=state.charge_id,
     )
 
 
@@ -355,6 +356,10 @@ def handle_stripe_event(services: Services, body: bytes, signature: str | None) 
 
 
 def _dispatch(services: Services, event: dict[str, Any]) -> str:
+    from app import stripe_events
+
+    if stripe_events.handles(event["type"]):
+        return stripe_events.dispatch(services, event)
     if not event["type"].startswith("payment_intent."):
         return "ignored"
     obj = event["data"]["object"]
@@ -375,9 +380,11 @@ def recover_submitted(services: Services, *, older_than_seconds: int = 120, limi
     create call never reached Stripe, and the payment fails so the person can pay again.
     """
     now = services.clock.utc_now()
+    # Autopay's own payments are resolved by app.jobs.run_autopay (which may re-send them with the
+    # same idempotency key), never failed here.
     rows = services.store.all(
         "SELECT * FROM payments WHERE status IN ('submitted', 'requires_action', 'processing') "
-        "ORDER BY id LIMIT ?",
+        "AND initiated_by <> 'autopay' ORDER BY id LIMIT ?",
         (limit,),
     )
     resolved = 0

@@ -74,13 +74,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from app.jobs import poll_psa
 
     def run(services) -> int:
-        def progress(obj: str, n: int) -> None:
-            if sys.stderr.isatty():
-                print(f"\r{obj}: {n} records", end="", file=sys.stderr, flush=True)
+        from app.cli_progress import ProgressBar
 
-        report = poll_psa.run(services, full=args.full, progress=progress)
-        if sys.stderr.isatty():
-            print(file=sys.stderr)
+        # A person at a terminal sees a bar; a pipe or a log file gets only the summary line.
+        bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+        try:
+            # Run by hand, a connector stopped by a refused login is tried again (keys fixed?).
+            report = poll_psa.run(services, full=args.full, progress=bar, retry_stopped=True)
+        finally:
+            if bar is not None:
+                bar.close()
         print(report.summary())
         return 1 if report.error else 0
 
@@ -100,6 +103,36 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return _run_job(args, run)
 
 
+def cmd_remind(args: argparse.Namespace) -> int:
+    from app.jobs import send_reminders
+
+    def run(services) -> int:
+        report = send_reminders.run(services)
+        print(f"reminders: {report.messages} messages for {report.invoices} invoices of "
+              f"{len(report.clients)} clients ({report.skipped_steps} earlier steps skipped)")
+        return 0
+
+    return _run_job(args, run)
+
+
+def cmd_autopay(args: argparse.Namespace) -> int:
+    from app.jobs import run_autopay
+
+    def run(services) -> int:
+        report = run_autopay.run(services, dry_run=args.dry_run)
+        if args.dry_run:
+            print(f"autopay (dry run): {len(report.planned)} charges would be made; nothing was charged")
+            for charge in report.planned:
+                print(f"  {run_autopay.describe(charge)}")
+            return 0
+        print(report.summary())
+        for err in report.errors:
+            print(f"  {err}")
+        return 1 if report.errors else 0
+
+    return _run_job(args, run)
+
+
 def cmd_create_admin(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     services = _services(cfg)
@@ -107,14 +140,44 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
         password = Path(args.password_file).read_text(encoding="utf-8").strip()
     else:
         password = getpass.getpass(f"Password for {args.email}: ")
-    from app.core.admins import AdminError, create_admin
+    from app.core.admins import AdminError, create_admin_with_second_factor
 
     try:
-        create_admin(services.store, services.clock, email=args.email, password=password, role=args.role)
+        enrollment = create_admin_with_second_factor(
+            services.store, services.clock, email=args.email, password=password, role=args.role,
+            issuer=cfg.admin.totp_issuer or cfg.branding.name,
+        )
     except AdminError as exc:
         print(f"cashloop: {exc}", file=sys.stderr)
         return 2
     print(f"admin {args.email} ({args.role}) created")
+    _print_enrollment(enrollment)
+    return 0
+
+
+def _print_enrollment(enrollment) -> None:
+    # Shown once: only hashes of the recovery codes are stored, and the secret is never printed again.
+    print("Two-factor sign-in: add this to an authenticator app (paste the URI or type the secret):")
+    print(f"  {enrollment.uri}")
+    print(f"  secret: {enrollment.secret}")
+    print("Recovery codes (each works once, in place of a code; keep them somewhere safe):")
+    for code in enrollment.recovery_codes:
+        print(f"  {code}")
+
+
+def cmd_admin_2fa(args: argparse.Namespace) -> int:
+    cfg = _config(args.config)
+    services = _services(cfg)
+    from app.core.admins import AdminError, reset_second_factor
+
+    try:
+        enrollment = reset_second_factor(services.store, services.clock, email=args.email,
+                                         issuer=cfg.admin.totp_issuer or cfg.branding.name)
+    except AdminError as exc:
+        print(f"cashloop: {exc}", file=sys.stderr)
+        return 2
+    print(f"new two-factor secret for {args.email}; the old secret, recovery codes and sessions are void")
+    _print_enrollment(enrollment)
     return 0
 
 
@@ -153,12 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=500)
     s.set_defaults(func=cmd_outbox)
 
+    s = sub.add_parser("remind", help="send today's payment reminders (after the send time; never twice)")
+    s.add_argument("--config")
+    s.set_defaults(func=cmd_remind)
+
+    s = sub.add_parser("autopay", help="charge what autopay makes due now, retry failures, send notices")
+    s.add_argument("--config")
+    s.add_argument("--dry-run", action="store_true", help="list what would be charged; change nothing")
+    s.set_defaults(func=cmd_autopay)
+
     s = sub.add_parser("create-admin", help="create an admin user for the finance pages")
     s.add_argument("--config")
     s.add_argument("--email", required=True)
     s.add_argument("--role", choices=["owner", "finance", "readonly"], default="owner")
     s.add_argument("--password-file", help="read the password from this file instead of prompting")
     s.set_defaults(func=cmd_create_admin)
+
+    s = sub.add_parser("admin-2fa", help="give an admin a new two-factor secret and recovery codes")
+    s.add_argument("--config")
+    s.add_argument("--email", required=True)
+    s.set_defaults(func=cmd_admin_2fa)
     return p
 
 

@@ -7,10 +7,12 @@ exits 2 before anything starts. Secrets take either `name = "..."` or `name_file
 from __future__ import annotations
 
 import re
+import stat
 import tomllib
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -33,8 +35,8 @@ class Secret(str):
 def _check_timezone(value: str) -> str | None:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"unknown time zone {value!r} (use an IANA name such as 'America/Chicago')"
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return f"unknown time zone {value[:60]!r} (use an IANA name such as 'America/Chicago')"
     return None
 
 
@@ -67,9 +69,13 @@ def _check_color(value: str) -> str | None:
     return f"colour must look like #1f4f8b, got {value!r}"
 
 
+def _check_overlap(value: int) -> str | None:
+    return None if 0 <= value <= 1440 else f"must be 0 to 1440 minutes, got {value}"
+
+
 def _check_listen(value: str) -> str | None:
     host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not host or not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         return f"listen must be host:port, got {value!r}"
     return None
 
@@ -115,6 +121,10 @@ class BrandingSettings:
     support_email: str = opt("", doc="Where clients write with billing questions.")
     support_phone: str = opt("", doc="Billing phone number shown in the footer.")
     footer: str = opt("", doc="One line of footer text (address, company number).")
+    header_color: str = opt(
+        "", check=lambda v: _check_color(v) if v else None,
+        doc="Background of the page header; empty uses primary_color. Text on it is black or white, "
+            "whichever reads better.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,13 +188,61 @@ class FilesSettings:
         ("Billing",), doc="Contact type names (contacts.json) that make a billing contact.")
 
 
+def _check_autotask_page(value: int) -> str | None:
+    return None if 1 <= value <= 500 else f"Autotask returns at most 500 records a page, got {value}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutotaskSettings:
+    username: str = opt(doc="API-only user (its email address) that Cashloop signs in as.")
+    secret: Secret = opt(doc="That API user's secret.")
+    integration_code: str = opt(doc="ApiIntegrationCode (the tracking identifier of the API user).")
+    zone_url: str = opt("", doc="Zone API base such as https://webservices5.autotask.net/ATServicesRest/; "
+                                "empty asks zone discovery (and caches the answer until restart).")
+    discovery_url: str = opt("https://webservices.autotask.net/ATServicesRest", check=_check_url,
+                             doc="Where the zone of the API user is looked up.")
+    page_size: int = opt(
+        500, check=_check_autotask_page, doc="Records per query page (Autotask caps at 500).")
+    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    currency: str = opt("USD", check=_check_currency,
+                        doc="Currency of invoices whose company names none (ISO 4217).")
+    billing_contact_titles: tuple[str, ...] = opt(
+        ("Billing", "Accounts Payable"), doc="Contact titles that make a contact a billing contact.")
+    primary_contact_is_billing: bool = opt(
+        True, doc="Also treat each company's primary contact as a billing contact.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HaloPsaSettings:
+    base_url: str = opt(check=_check_url, doc="Resource server, e.g. https://yourmsp.halopsa.com/api.")
+    auth_url: str = opt("", doc="Authorisation server; empty means base_url with /api replaced by /auth.")
+    tenant: str = opt("", doc="Tenant name, for Halo-hosted instances (sent as ?tenant= to the token call).")
+    client_id: str = opt(doc="Client ID of the API application (client credentials).")
+    client_secret: Secret = opt(doc="Client secret of the API application.")
+    scope: str = opt("all", doc="OAuth scope, e.g. all or 'read:invoices edit:invoices read:customers'.")
+    page_size: int = opt(100, check=_check_positive, doc="Records per list page.")
+    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    currency: str = opt("USD", check=_check_currency,
+                        doc="Currency of invoices and clients that name none (ISO 4217).")
+    require_posted: bool = opt(True, doc="Show only invoices posted in Halo; drafts stay hidden.")
+    hide_awaiting_approval: bool = opt(
+        True, doc="Hide invoices that require approval in Halo and have not been approved yet.")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PsaSettings:
-    kind: Literal["connectwise", "files"] = opt(doc="Which PSA to read: connectwise or files.")
+    kind: Literal["connectwise", "autotask", "halopsa", "files"] = opt(
+        doc="Which PSA to read: connectwise, autotask, halopsa or files.")
     poll_minutes: int = opt(15, check=_check_positive, doc="Minutes between polls.")
-    overlap_minutes: int = opt(10, doc="Each poll re-reads this many minutes before the cursor.")
+    overlap_minutes: int = opt(10, check=_check_overlap,
+                               doc="Each poll re-reads this many minutes before the cursor (0-1440).")
     connectwise: ConnectWiseSettings | None = opt(None, doc="ConnectWise PSA connection.")
+    autotask: AutotaskSettings | None = opt(None, doc="Datto Autotask PSA connection.")
+    halopsa: HaloPsaSettings | None = opt(None, doc="HaloPSA connection.")
     files: FilesSettings | None = opt(None, doc="Folder import.")
+    deletion_check_hours: int = opt(
+        6, check=_check_positive,
+        doc="Hours between checks for invoices deleted at the PSA (also after --full).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -198,6 +256,27 @@ class AccountingSettings:
     journal: JournalSettings = opt(JournalSettings(), doc="Journal export.")
 
 
+def _check_optional_decimal(value: str) -> str | None:
+    return None if value == "" else _check_decimal(value)
+
+
+def _check_methods(value: tuple[str, ...]) -> str | None:
+    unknown = [v for v in value if v not in ("card", "ach")]
+    return f"methods are \"card\" and \"ach\"; got {unknown[0]!r}" if unknown else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PortalMethodSettings:
+    """Per invoice kind, the methods the portal offers; an empty list means "not payable online"."""
+
+    agreement: tuple[str, ...] = opt(("card", "ach"), check=_check_methods, doc="Agreement invoices.")
+    project: tuple[str, ...] = opt(("card", "ach"), check=_check_methods, doc="Project invoices.")
+    time_and_materials: tuple[str, ...] = opt(
+        ("card", "ach"), check=_check_methods, doc="Time and materials invoices.")
+    product: tuple[str, ...] = opt(("card", "ach"), check=_check_methods, doc="Product invoices.")
+    other: tuple[str, ...] = opt(("card", "ach"), check=_check_methods, doc="Invoices of any other kind.")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PortalSettings:
     allow_partial_payments: bool = opt(True, doc="May a client pay part of an invoice?")
@@ -206,6 +285,12 @@ class PortalSettings:
     magic_link_minutes: int = opt(30, check=_check_positive, doc="Minutes a sign-in link stays valid.")
     invite_billing_contacts: bool = opt(
         True, doc="Email an invitation to each new billing contact the PSA brings in.")
+    approval_threshold: str = opt(
+        "", check=_check_optional_decimal,
+        doc="Invoices whose total is above this (in the invoice's currency) need an approver's OK before "
+            "they are paid or autopaid; empty means no approvals. A client override replaces it.")
+    methods: PortalMethodSettings = opt(
+        PortalMethodSettings(), doc="Which payment methods each invoice kind may be paid with.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,8 +301,106 @@ class OutboxSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AdminSettings:
+    session_idle_minutes: int = opt(
+        30, check=_check_positive, doc="Minutes without a request after which an admin is signed out.")
+    lockout_threshold: int = opt(
+        5, check=_check_positive, doc="Wrong two-factor codes in a row that lock an admin account.")
+    lockout_minutes: int = opt(15, check=_check_positive, doc="Minutes a locked admin account stays locked.")
+    totp_issuer: str = opt("", doc="Name shown in the authenticator app; empty uses branding.name.")
+    dso_days: int = opt(
+        90, check=_check_positive, doc="Days of invoicing the dashboard's DSO is measured against.")
+
+
+def _check_hhmm(value: str) -> str | None:
+    match = re.fullmatch(r"(\d{2}):(\d{2})", value)
+    if match and int(match.group(1)) < 24 and int(match.group(2)) < 60:
+        return None
+    return f"must be a 24-hour local time such as '06:00', got {value!r}"
+
+
+def _check_retry_days(value: tuple[int, ...]) -> str | None:
+    if len(value) > 10 or any(d < 1 or d > 60 for d in value) or list(value) != sorted(set(value)):
+        return f"must be at most 10 increasing day counts between 1 and 60, such as [1, 3, 7]; got {list(value)}"
+    return None
+
+
+def _check_days(value: int) -> str | None:
+    return None if 0 <= value <= 60 else f"must be 0-60 days, got {value}"
+
+
+def _check_basis_points(value: int) -> str | None:
+    return None if 1 <= value <= 1000 else f"must be 1-1000 basis points (0.01%-10%), got {value}"
+
+
+def _check_cap(value: str) -> str | None:
+    return None if value == "" else _check_decimal(value)
+
+
+def _check_regions(value: tuple[str, ...]) -> str | None:
+    bad = [v for v in value if not re.fullmatch(r"[A-Z]{2}(-[A-Z0-9]{1,3})?", v)]
+    return f"regions are ISO codes such as 'US' or 'US-CT'; not {bad}" if bad else None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AutopaySettings:
+    enabled: bool = opt(True, doc="Run the autopay job (clients still opt in one by one).")
+    run_time: str = opt("06:00", check=_check_hhmm, doc="Local time (cashloop.timezone) of the daily run.")
+    retry_days: tuple[int, ...] = opt(
+        (1, 3, 7), check=_check_retry_days,
+        doc="Days after a failed first attempt on which it is retried; then the invoice goes back to reminders.")
+    notify_days_before: int = opt(
+        3, check=_check_days, doc="Days before a charge the billing contacts are told about it; 0 = no notice.")
+    expiry_warning_days: int = opt(
+        14, check=_check_days, doc="Days before an autopay card expires that the billing contacts are warned.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurchargeSettings:
+    enabled: bool = opt(False, doc="Add a card surcharge (never on bank payments).")
+    basis_points: int = opt(300, check=_check_basis_points, doc="Surcharge in basis points (300 = 3%).")
+    cap: str = opt("", check=_check_cap, doc="Largest surcharge per payment in its currency; empty = no cap.")
+    excluded_regions: tuple[str, ...] = opt(
+        (), check=_check_regions, doc="Billing countries or states where no surcharge is added.")
+
+
+@dataclass(frozen=True, kw_only=True)
 class SchedulerSettings:
     enabled: bool = opt(True, doc="Run background jobs in this process.")
+
+
+def _check_steps(value: tuple[int, ...]) -> str | None:
+    if not value or len(value) > 12 or any(not -60 <= d <= 365 for d in value) or len(set(value)) != len(value):
+        return f"must be 1 to 12 different day offsets between -60 and 365, such as [-5, 0, 3, 10, 30]; got {list(value)}"
+    return None
+
+
+def _check_time(value: str) -> str | None:
+    hh, _, mm = value.partition(":")
+    ok = len(hh) == 2 and len(mm) == 2 and hh.isdigit() and mm.isdigit() and int(hh) < 24 and int(mm) < 60
+    return None if ok else f"must be a 24-hour local time such as '09:00', got {value!r}"
+
+
+def _check_dates(value: tuple[str, ...]) -> str | None:
+    for item in value:
+        try:
+            date.fromisoformat(item)
+        except ValueError:
+            return f"holidays must be dates such as '2026-12-25', got {item!r}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReminderSettings:
+    enabled: bool = opt(True, doc="Send payment reminders for open invoices.")
+    steps: tuple[int, ...] = opt((-5, 0, 3, 10, 30), check=_check_steps,
+                                 doc="Days relative to the due date a reminder goes (-5 = five days before).")
+    send_time: str = opt("09:00", check=_check_time, doc="Local time (cashloop.timezone) reminders go out.")
+    grace_days: int = opt(0, check=_check_days, doc="Extra days after the due date before overdue steps count.")
+    quiet_weekends: bool = opt(True, doc="Move a reminder that falls on a Saturday or Sunday to Monday.")
+    holidays: tuple[str, ...] = opt((), check=_check_dates,
+                                    doc="Dates (YYYY-MM-DD) on which no reminder goes; it moves to the next day.")
+    link_days: int = opt(7, check=_check_positive, doc="Days the sign-in link in a reminder stays valid.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,6 +415,10 @@ class Config:
     portal: PortalSettings = opt(PortalSettings(), doc="Portal behaviour.")
     outbox: OutboxSettings = opt(OutboxSettings(), doc="Outbox worker.")
     scheduler: SchedulerSettings = opt(SchedulerSettings(), doc="Background jobs.")
+    autopay: AutopaySettings = opt(AutopaySettings(), doc="Autopay runs and retries.")
+    surcharge: SurchargeSettings = opt(SurchargeSettings(), doc="Card surcharge.")
+    admin: AdminSettings = opt(AdminSettings(), doc="Admin console (finance team).")
+    reminders: ReminderSettings = opt(ReminderSettings(), doc="Payment reminders.")
     source_path: str = field(default="", metadata={"internal": True})
 
     @property
@@ -261,16 +448,28 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+MAX_SECRET_BYTES = 64 * 1024
+
+
 def _read_secret(path: str, key: str) -> Secret:
+    p = Path(path)
     try:
-        return Secret(Path(path).read_text(encoding="utf-8").strip())
+        info = p.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{key}_file: cannot read {path}: not a regular file")
+        if info.st_size > MAX_SECRET_BYTES:
+            limit = MAX_SECRET_BYTES // 1024
+            raise ConfigError(f"{key}_file: {path} is larger than {limit} KiB; not a secret")
+        return Secret(p.read_text(encoding="utf-8").strip())
     except OSError as exc:
         raise ConfigError(f"{key}_file: cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{key}_file: {path} is not UTF-8 text (byte {exc.start})") from exc
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'top level'}: expected a table, got {type(data).__name__}")
+        raise ConfigError(f"{prefix.rstrip('.') or 'top level'}: expected a table, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     public = [f for f in fields(cls) if not f.metadata.get("internal")]
     allowed = {f.name for f in public} | {f"{f.name}_file" for f in public if hints[f.name] is Secret}
@@ -294,9 +493,15 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raise ConfigError(f"{key}: missing required key")
         else:
             continue
+        required = f.default is MISSING and f.default_factory is MISSING
+        if tp is Secret and required and not values[f.name]:
+            raise ConfigError(f"{key}: is empty")
         check = f.metadata.get("check")
         if check and values[f.name] is not None:
-            problem = check(values[f.name])
+            try:
+                problem = check(values[f.name])
+            except (ValueError, OSError) as exc:  # a validator tripped over a hostile value
+                problem = f"not a valid value ({exc})"
             if problem:
                 raise ConfigError(f"{key}: {problem}")
     return cls(**values)
@@ -314,6 +519,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return value
     if is_dataclass(tp):
         return _build(tp, value, key + ".")
+    if origin is tuple and typing.get_args(tp)[:1] == (int,):
+        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ConfigError(f"{key}: expected a list of whole numbers such as [1, 3, 7], got {value!r}")
+        return tuple(value)
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"{key}: expected a list of strings such as [\"Void\"], got {value!r}")
@@ -368,6 +577,8 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from exc
     return parse_config(text, source=str(p))
 
 

@@ -6,6 +6,7 @@ measured figure at the top of its table (newest first), so old runs stay compara
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -45,18 +46,22 @@ def use_repo_root() -> None:
 
 
 def commit() -> str:
+    """HEAD, with `+dirty <digest of the diff>` when code outside bench/ differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True, timeout=30
+        ).stdout
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, check=True, timeout=10,
-        ).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD").strip()
+        diff = git("diff", "HEAD", "--", ".", ":!bench")
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", "app", "sync")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return f"{head}+dirty" if dirty else head
+    if not diff and not untracked:
+        return head
+    digest = hashlib.sha1((diff + untracked).encode(), usedforsecurity=False).hexdigest()[:8]
+    return f"{head}+dirty (diff {digest})"
 
 
 def machine(pinned: str) -> str:
@@ -90,34 +95,38 @@ def rss_kib(pid: int | str = "self", field: str = "VmRSS") -> int:
     raise ValueError(f"{field} not in /proc/{pid}/status")
 
 
-def mib(kib: float) -> str:
-    return f"{kib / 1024:.0f} MiB"
+def mb(kib: float) -> str:
+    """KiB (as /proc and ru_maxrss report) in MB of 10^6 bytes, the unit of the targets."""
+    return f"{kib * 1024 / 1e6:.0f} MB"
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def record(script: str, parameters: str, pinned: str, figures: list[Figure]) -> str:
+def record(
+    script: str, parameters: str, pinned: str, figures: list[Figure], results: Path | None = None
+) -> str:
     """Print the run as a table and add its rows to the top of the script's table in results.md."""
+    results = results or RESULTS
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = (date, commit(), machine(pinned), parameters)
     rows = ["| " + " | ".join(_cell(c) for c in (*head, f.name, f.measured, f.target, f.verdict)) + " |"
             for f in figures]
     heading = f"## {script}"
     header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
-    text = RESULTS.read_text() if RESULTS.exists() else _INTRO
+    text = results.read_text() if results.exists() else _INTRO
     if heading + "\n" not in text:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{header}\n"
     start = text.index(heading + "\n")
     sep = text.index("|" + "---|" * len(COLUMNS), start) + len("|" + "---|" * len(COLUMNS))
     text = text[:sep] + "\n" + "\n".join(rows) + text[sep:]
-    RESULTS.write_text(text if text.endswith("\n") else text + "\n")
+    results.write_text(text if text.endswith("\n") else text + "\n")
 
     width = max(len(f.name) for f in figures)
     out = [f"{script}  {date}  commit {head[1]}", f"machine:    {head[2]}", f"parameters: {parameters}", ""]
     out += [f"  {f.name:<{width}}  {f.measured:<28} target {f.target:<14} {f.verdict}" for f in figures]
-    out.append(f"\n(recorded in {RESULTS.relative_to(ROOT)})")
+    out.append(f"\n(recorded in {results})")
     report = "\n".join(out)
     print(report, flush=True)
     return report

@@ -58,12 +58,13 @@ class RemoteLine:
     description: str
     quantity: str  # decimal string, never a float
     unit_price_minor: int
-    amount_minor: int
+    amount_minor: int  # before tax; an invoice's lines sum to its subtotal
     agreement: str | None = None
     project: str | None = None
     phase: str | None = None
     ticket: str | None = None
     service: str | None = None
+    tax_minor: int = 0  # the line's own tax where the PSA itemises it (else the invoice's tax_minor only)
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,11 @@ class PaymentWriteBack:
 
 
 class PsaSource(Protocol):
+    """A PSA read page by page. Page cursors are the connector's own text: poll_psa stores each one
+    with its page and hands the last stored one back, so a killed sweep resumes where it stopped
+    (see sync/sweep.py). `invoice_ids` (when `supports_deletion_check`) lists every invoice id the
+    source still has, so the core can close invoices deleted there."""
+
     kind: str
     supports_payment_writeback: bool
 
@@ -132,6 +138,10 @@ class PsaSource(Protocol):
 
     def invoices(self, cursor: str | None) -> Iterator[Page]:
         """Pages of RemoteInvoice | Rejected changed since `cursor`."""
+        ...
+
+    def invoice_ids(self) -> Iterator[str]:
+        """Every invoice id the source has now (any status). Raises ConnectorError; read-only."""
         ...
 
     def record_payment(self, payment: PaymentWriteBack, *, key: str) -> str:
@@ -154,6 +164,25 @@ class JournalPayment:
     client_name: str
     client_remote_id: str
     allocations: tuple[tuple[str, int], ...]  # (invoice number, amount_minor)
+    surcharge_minor: int = 0  # card surcharge inside amount_minor, booked as income, not to an invoice
+
+
+@dataclass(frozen=True)
+class JournalReversal:
+    """Money back out of a payment (refund, dispute) or back in (dispute won), per invoice."""
+
+    kind: Literal["refund", "dispute", "dispute_won"]
+    reference: str  # our refund token or Stripe's dispute id
+    payment_token: str
+    processor_ref: str | None
+    method: str
+    occurred_on: date
+    currency: str
+    amount_minor: int  # positive: what moved
+    surcharge_minor: int
+    client_name: str
+    client_remote_id: str
+    allocations: tuple[tuple[str, int], ...]  # (invoice number, amount_minor reopened or re-applied)
 
 
 class AccountingSink(Protocol):
@@ -162,3 +191,41 @@ class AccountingSink(Protocol):
     def push_payment(self, payment: JournalPayment, *, key: str) -> str:
         """Record one payment applied to its invoices; returns the remote reference. Idempotent by key."""
         ...
+
+    def push_reversal(self, reversal: JournalReversal, *, key: str) -> str:
+        """Record a refund or dispute (or a won dispute's return); returns the remote reference.
+        Idempotent by key."""
+        ...
+
+
+@dataclass(frozen=True)
+class DisputeNote:
+    """A client's dispute of one invoice line, for the PSA's own records (a ticket note)."""
+
+    invoice_remote_id: str
+    invoice_number: str
+    line_description: str
+    amount_minor: int
+    currency: str
+    reason: str
+    raised_by: str  # the contact's email
+    ticket: str | None = None  # the line's ticket reference as the PSA named it ("#12345 Printer down")
+
+
+class DisputeNotes(Protocol):
+    """Optional PsaSource capability: a connector that can tell the PSA about a line dispute sets
+    `supports_dispute_notes = True` and implements `add_dispute_note`. Others leave both out
+    (see `supports_dispute_notes` below); ConnectWise does, because the API subset we build
+    against (tests/specs/connectwise-psa-subset.json) has no ticket or note endpoint."""
+
+    supports_dispute_notes: bool
+
+    def add_dispute_note(self, note: DisputeNote, *, key: str) -> str:
+        """Add a note (or ticket) about the dispute; returns its remote id. Idempotent by `key`:
+        a retry after a lost response finds the first note. Raises ConnectorError."""
+        ...
+
+
+def supports_dispute_notes(source: object) -> bool:
+    """True when `source` declares the optional DisputeNotes capability."""
+    return getattr(source, "supports_dispute_notes", False) is True

@@ -11,7 +11,13 @@ if TYPE_CHECKING:
     from sync.base import AccountingSink, PsaSource
 
 # The kind string is the same in config, here, in the DB `source` column and in logs.
-PSA_KINDS = {"connectwise": "sync.psa.connectwise:ConnectWise", "files": "sync.psa.files:FilesSource"}
+PSA_KINDS = {
+    "connectwise": "sync.psa.connectwise:ConnectWise",
+    "autotask": "sync.psa.autotask:Autotask",
+    "halopsa": "sync.psa.halopsa:HaloPsa",
+    "files": "sync.psa.files:FilesSource",
+}
+_HTTP_KINDS = frozenset({"connectwise", "autotask", "halopsa"})
 
 
 def psa_source(config: Config, clock: Clock) -> PsaSource:
@@ -23,7 +29,7 @@ def psa_source(config: Config, clock: Clock) -> PsaSource:
     if settings is None:
         raise ValueError(f"psa.{kind}: missing section for psa.kind = {kind!r}")
     cls = _load(PSA_KINDS[kind])
-    if kind == "connectwise":
+    if kind in _HTTP_KINDS:
         from sync.http import HttpClient
 
         return cls(settings, HttpClient(timeout=settings.timeout_seconds), clock)

@@ -159,3 +159,28 @@ def artifacts(request) -> Path:
     folder = ARTIFACTS / request.node.name
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def stripe_ext_double() -> Iterator[object]:
+    """A second localstripe with the tests' extension (ACH, disputes, refund events, Stripe's
+    off-session authentication error, optional Idempotency-Key replay): tests/stripe_ext.py."""
+    from app.demo.stripe_double import StripeDouble, StripeDoubleError
+
+    try:
+        double = StripeDouble(extensions=("tests.stripe_ext",)).start()
+    except StripeDoubleError as exc:
+        pytest.fail(f"localstripe with the tests' extension did not start: {exc}")
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def stripe_ext(stripe_ext_double):
+    """The extension's controls, reset for this test; `.double` is the double itself."""
+    from tests.stripe_ext import StripeExt
+
+    ext = StripeExt(stripe_ext_double.api_base)
+    ext.reset()
+    ext.double = stripe_ext_double  # type: ignore[attr-defined]
+    return ext

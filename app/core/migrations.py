@@ -277,3 +277,275 @@ def _initial(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0004_admin")
+def _admin(db: Database) -> None:
+    db.executescript(
+        """
+        -- Two-factor state: wrong codes in a row lock the account for a while; the last TOTP
+        -- step used is kept so a code cannot be replayed within its window.
+        ALTER TABLE admin_users ADD COLUMN failed_codes INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE admin_users ADD COLUMN locked_until TEXT;
+        ALTER TABLE admin_users ADD COLUMN totp_last_step INTEGER;
+        ALTER TABLE admin_users ADD COLUMN last_login_at TEXT;
+        CREATE TABLE admin_recovery_codes (
+            id INTEGER PRIMARY KEY,
+            admin_id INTEGER NOT NULL REFERENCES admin_users(id),
+            code_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            used_at TEXT
+        );
+        -- Admin sign-ins are server-side rows (the cookie holds a random token, stored hashed),
+        -- separate from portal sessions; `second_factor_at` is NULL until the code was accepted.
+        CREATE TABLE admin_sessions (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            admin_id INTEGER NOT NULL REFERENCES admin_users(id),
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            second_factor_at TEXT,
+            view_as_client_id INTEGER REFERENCES clients(id),
+            ended_at TEXT
+        );
+        CREATE INDEX admin_sessions_admin ON admin_sessions(admin_id, ended_at);
+        -- Per-client exceptions to the MSP's defaults; NULL means "use the default".
+        CREATE TABLE client_overrides (
+            client_id INTEGER PRIMARY KEY REFERENCES clients(id),
+            reminder_offsets_json TEXT,
+            is_paused INTEGER NOT NULL DEFAULT 0,
+            pause_reason TEXT,
+            autopay_allowed INTEGER NOT NULL DEFAULT 1,
+            payment_methods_json TEXT,
+            grace_days INTEGER,
+            approval_threshold_minor INTEGER,
+            approval_threshold_currency TEXT,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL
+        );
+        -- What the finance team typed for a check, wire or cash payment.
+        CREATE TABLE manual_payments (
+            payment_id INTEGER PRIMARY KEY REFERENCES payments(id),
+            reference TEXT NOT NULL,
+            received_on TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            recorded_by TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_at ON audit_log(at);
+        """
+    )
+
+
+@MIGRATIONS(name="0003_payments_engine")
+def _payments_engine(db: Database) -> None:
+    db.executescript(
+        """
+        -- Which saved method a payment was charged to, the charge behind it (refunds and disputes
+        -- name the charge), and the card surcharge included in amount_minor (never allocated).
+        ALTER TABLE payments ADD COLUMN payment_method_ref TEXT;
+        ALTER TABLE payments ADD COLUMN charge_ref TEXT;
+        ALTER TABLE payments ADD COLUMN surcharge_minor INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX payments_charge ON payments(charge_ref);
+        -- ACH: bank accounts are payment methods too; the routing number is public, kept for display.
+        ALTER TABLE payment_methods ADD COLUMN routing_number TEXT;
+        -- One rule per client. kinds_json lists the invoice kinds autopay may charge.
+        CREATE TABLE autopay_rules (
+            client_id INTEGER PRIMARY KEY REFERENCES clients(id),
+            is_enabled INTEGER NOT NULL DEFAULT 0,
+            payment_method_id INTEGER REFERENCES payment_methods(id),
+            kinds_json TEXT NOT NULL,
+            max_minor INTEGER CHECK (max_minor IS NULL OR max_minor >= 0),
+            approval_above_minor INTEGER CHECK (approval_above_minor IS NULL OR approval_above_minor >= 0),
+            schedule TEXT NOT NULL DEFAULT 'due_date' CHECK (schedule IN ('due_date', 'days_after_issue')),
+            schedule_days INTEGER NOT NULL DEFAULT 0 CHECK (schedule_days BETWEEN 0 AND 365),
+            grace_days INTEGER NOT NULL DEFAULT 0 CHECK (grace_days BETWEEN 0 AND 60),
+            grouping TEXT NOT NULL DEFAULT 'per_invoice' CHECK (grouping IN ('per_invoice', 'per_client')),
+            pause_on_dispute INTEGER NOT NULL DEFAULT 1,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL
+        );
+        -- An approver's yes for an invoice above the approval threshold.
+        CREATE TABLE invoice_approvals (
+            invoice_id INTEGER PRIMARY KEY REFERENCES invoices(id),
+            approved_by TEXT NOT NULL,
+            approved_at TEXT NOT NULL
+        );
+        -- One row per try at charging a set of invoices. (invoice_set, attempt_no) is unique and the
+        -- idempotency key is derived from it, so two runs can never make two attempts of one number.
+        -- The retry plan is copied from config at the first attempt, so a chain keeps its schedule.
+        CREATE TABLE autopay_attempts (
+            id INTEGER PRIMARY KEY,
+            client_id INTEGER NOT NULL REFERENCES clients(id),
+            invoice_set TEXT NOT NULL,
+            attempt_no INTEGER NOT NULL CHECK (attempt_no >= 1),
+            idem_key TEXT NOT NULL UNIQUE,
+            payment_id INTEGER NOT NULL UNIQUE REFERENCES payments(id),
+            payment_method_id INTEGER REFERENCES payment_methods(id),
+            prev_attempt_id INTEGER UNIQUE REFERENCES autopay_attempts(id),
+            -- 0 for the first attempt of a chain, n for its n-th retry.
+            retry_no INTEGER NOT NULL DEFAULT 0,
+            chain_started_on TEXT NOT NULL,
+            retry_plan_json TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'submitted', 'requires_action', 'processing',
+                                                   'succeeded', 'failed', 'canceled')),
+            is_final INTEGER NOT NULL DEFAULT 0,
+            next_retry_at TEXT,
+            closed_reason TEXT,
+            failure_reason TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (invoice_set, attempt_no)
+        );
+        CREATE INDEX autopay_attempts_retry ON autopay_attempts(status, next_retry_at);
+        -- Money back to the client. The row exists before the processor is called.
+        CREATE TABLE refunds (
+            id INTEGER PRIMARY KEY,
+            token TEXT NOT NULL UNIQUE,
+            payment_id INTEGER NOT NULL REFERENCES payments(id),
+            amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+            surcharge_minor INTEGER NOT NULL DEFAULT 0,
+            currency TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'submitted', 'succeeded', 'failed')),
+            processor_ref TEXT UNIQUE,
+            idem_key TEXT NOT NULL UNIQUE,
+            reason TEXT NOT NULL DEFAULT '',
+            actor TEXT NOT NULL,
+            failure_reason TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX refunds_payment ON refunds(payment_id);
+        -- Stripe disputes (chargebacks, ACH returns after success). withdrawn_minor is what the
+        -- allocations were reversed by; reinstated when the dispute is won.
+        CREATE TABLE disputes (
+            id INTEGER PRIMARY KEY,
+            processor_ref TEXT NOT NULL UNIQUE,
+            payment_id INTEGER NOT NULL REFERENCES payments(id),
+            charge_ref TEXT NOT NULL,
+            amount_minor INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL,
+            withdrawn_minor INTEGER NOT NULL DEFAULT 0,
+            surcharge_minor INTEGER NOT NULL DEFAULT 0,
+            is_reinstated INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX disputes_payment ON disputes(payment_id);
+        """
+    )
+
+
+@MIGRATIONS(name="0002_intake")
+def _intake(db: Database) -> None:
+    db.executescript(
+        """
+        -- A line's own tax where the PSA itemises it (Autotask, Halo); the invoice's tax_minor stays
+        -- the total that counts.
+        ALTER TABLE invoice_lines ADD COLUMN tax_minor INTEGER NOT NULL DEFAULT 0;
+        -- A digest of the source record and its mapping: a re-read that matches it writes nothing.
+        ALTER TABLE invoices ADD COLUMN source_hash TEXT;
+        ALTER TABLE clients ADD COLUMN source_hash TEXT;
+        ALTER TABLE contacts ADD COLUMN source_hash TEXT;
+        -- When the PSA stopped listing the invoice (status 'deleted').
+        ALTER TABLE invoices ADD COLUMN deleted_at TEXT;
+        ALTER TABLE sync_state ADD COLUMN last_error_at TEXT;
+        -- Invoice numbers name invoices on receipts and in the journal: a second record with a
+        -- number already taken is quarantined, which this index keeps cheap.
+        CREATE INDEX invoices_source_number ON invoices(source, number);
+        """
+    )
+
+
+@MIGRATIONS(name="0006_reminders")
+def _reminders(db: Database) -> None:
+    db.executescript(
+        """
+        -- One row per (invoice, step) ever decided: sent, or skipped because a later step was due
+        -- by the time the job ran (an outage). The UNIQUE pair is what makes a step go once.
+        CREATE TABLE reminders_sent (
+            id INTEGER PRIMARY KEY,
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            step INTEGER NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'skipped')),
+            sent_on TEXT NOT NULL,
+            balance_minor INTEGER NOT NULL,
+            message_key TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (invoice_id, step)
+        );
+        CREATE INDEX reminders_sent_invoice ON reminders_sent(invoice_id);
+        -- A mail server refused the address; reminders skip it until the PSA brings a new one.
+        ALTER TABLE contacts ADD COLUMN email_refused_at TEXT;
+        ALTER TABLE contacts ADD COLUMN email_refused_reason TEXT;
+        """
+    )
+
+
+@MIGRATIONS(name="0005_portal")
+def _portal(db: Database) -> None:
+    db.executescript(
+        """
+        -- A contact's objection to one line of an invoice. The line is named by its number and a
+        -- copy of its text and amount, because intake replaces an invoice's lines when the PSA
+        -- edits it. While a dispute is open the invoice shows "in dispute", and reminders and
+        -- autopay skip that invoice (app.core.line_disputes.is_in_dispute).
+        CREATE TABLE line_disputes (
+            id INTEGER PRIMARY KEY,
+            token TEXT NOT NULL UNIQUE,
+            client_id INTEGER NOT NULL REFERENCES clients(id),
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            line_no INTEGER NOT NULL,
+            line_description TEXT NOT NULL,
+            line_amount_minor INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            raised_by TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'withdrawn')),
+            resolution TEXT,
+            resolved_by TEXT,
+            created_at TEXT NOT NULL,
+            resolved_at TEXT,
+            -- The note to the PSA: pending (in the outbox), sent (psa_note_ref holds the PSA's id)
+            -- or unsupported (the connector has no way to add one; the reason is in psa_note_error).
+            psa_note_status TEXT NOT NULL DEFAULT 'pending'
+                CHECK (psa_note_status IN ('pending', 'sent', 'unsupported')),
+            psa_note_ref TEXT,
+            psa_note_error TEXT
+        );
+        CREATE UNIQUE INDEX line_disputes_one_open ON line_disputes(invoice_id, line_no) WHERE status = 'open';
+        CREATE INDEX line_disputes_client ON line_disputes(client_id, status);
+        -- Open means: not withdrawn or resolved here, and its exceptions-queue entry not resolved by
+        -- the finance team either (the generic "resolve" of the admin queue ends the dispute too).
+        CREATE VIEW open_line_disputes AS
+        SELECT d.* FROM line_disputes d
+        WHERE d.status = 'open' AND NOT EXISTS (
+            SELECT 1 FROM exceptions e WHERE e.kind = 'line_dispute' AND e.ref = 'line_dispute:' || d.id
+            AND e.resolved_at IS NOT NULL);
+        -- An approver's yes for an invoice above the approval threshold (the same table the payments
+        -- engine's migration declares; created here too so the portal stands on its own).
+        CREATE TABLE IF NOT EXISTS invoice_approvals (
+            invoice_id INTEGER PRIMARY KEY REFERENCES invoices(id),
+            approved_by TEXT NOT NULL,
+            approved_at TEXT NOT NULL
+        );
+        -- The total the approver saw: a PSA edit to the total afterwards needs a new approval.
+        ALTER TABLE invoice_approvals ADD COLUMN approved_total_minor INTEGER;
+        -- What a person recognises a payment by ("Visa •••• 4242"), also for a card that was not
+        -- saved: read from the processor once, when the payment is confirmed.
+        CREATE TABLE payment_method_labels (
+            payment_id INTEGER PRIMARY KEY REFERENCES payments(id),
+            type TEXT NOT NULL,
+            brand TEXT,
+            last4 TEXT,
+            bank_name TEXT,
+            recorded_at TEXT NOT NULL
+        );
+        -- The invoice list: a client's visible invoices in one index range, and each invoice's
+        -- allocations summed from the index alone (no table lookups per allocation).
+        CREATE INDEX invoices_client_visible ON invoices(client_id, is_approved, status, due_on);
+        CREATE INDEX allocations_invoice_amount ON allocations(invoice_id, payment_id, amount_minor);
+        CREATE INDEX invoice_lines_refs ON invoice_lines(invoice_id, project, agreement, service);
+        """
+    )

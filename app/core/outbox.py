@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from app.core import faults
 from app.core.audit import raise_exception
 from app.core.clock import Clock, from_db, to_db
 from app.core.store import Store
@@ -89,6 +90,7 @@ def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_at
             continue
         row = store.one("SELECT * FROM outbox WHERE id = ?", (row_id,))
         assert row is not None
+        faults.point("during_outbox")  # claimed, not delivered: the crash tests kill here
         handler = handlers.get(row["kind"])
         try:
             if handler is None:

@@ -22,6 +22,7 @@ from app.core.emails import date_long
 from app.core.keys import derive_key, public_token
 from app.core.money import Money, MoneyError, card_chargeable
 from app.core.outbox import enqueue
+from app.core.payment_outcomes import after_change
 from app.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ def start_payment(
     allow_partial: bool,
     minimum_partial: str,
     method: str = "card",
+    surcharge_minor: int = 0,
+    payment_method_ref: str | None = None,
 ) -> PaymentPlan:
     """Write a pending payment and its allocations after checking every amount.
 
@@ -91,7 +94,8 @@ def start_payment(
     flight would take), in one currency, chargeable by card, and a partial amount only if
     allowed and not below the minimum. Earlier pending (never submitted) payments of this client
     that touch the same invoices are canceled, so an abandoned checkout cannot be paid later on
-    top of this one. Raises PaymentRequestError; writes nothing in that case.
+    top of this one. `surcharge_minor` (card surcharge, see app.core.surcharge) is added to the
+    amount charged and never allocated. Raises PaymentRequestError; writes nothing in that case.
     """
     if not items:
         raise PaymentRequestError("Choose at least one invoice to pay.")
@@ -109,7 +113,9 @@ def start_payment(
         for it in items:
             inv = invoices[it.invoice_id]
             _check_item(inv, it.amount_minor, allow_partial=allow_partial, minimum_partial=minimum_partial)
-        total = sum(it.amount_minor for it in items)
+        if surcharge_minor < 0 or (surcharge_minor and method != "card"):
+            raise PaymentRequestError("A surcharge applies to card payments only.")
+        total = sum(it.amount_minor for it in items) + surcharge_minor
         if not card_chargeable(total, currency):
             raise PaymentRequestError(
                 f"{Money(total, currency).to_decimal()} {currency} is not chargeable by card: the processor "
@@ -120,9 +126,10 @@ def start_payment(
         token = public_token()
         cur = db.execute(
             "INSERT INTO payments (token, client_id, method, amount_minor, currency, status, processor, "
-            "idem_key, initiated_by, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, 'pending', 'stripe', ?, ?, ?, ?)",
-            (token, client_id, method, total, currency, f"new-{token}", initiated_by, now, now),
+            "idem_key, initiated_by, created_at, updated_at, surcharge_minor, payment_method_ref) "
+            "VALUES (?, ?, ?, ?, ?, 'pending', 'stripe', ?, ?, ?, ?, ?, ?)",
+            (token, client_id, method, total, currency, f"new-{token}", initiated_by, now, now,
+             surcharge_minor, payment_method_ref),
         )
         payment_id = int(cur.lastrowid)
         idem_key = f"payment-{payment_id}"
@@ -148,6 +155,7 @@ def start_payment(
             target=f"payment:{payment_id}",
             detail={
                 "amount_minor": total,
+                "surcharge_minor": surcharge_minor,
                 "currency": currency,
                 "invoices": [invoices[i]["number"] for i in ids],
             },
@@ -235,12 +243,15 @@ def record_intent(
     failure: str | None = None,
     base_url: str,
     timezone,
+    charge_ref: str | None = None,
 ) -> Outcome:
     """Apply the processor's view of a payment. Idempotent and order-proof.
 
     A succeeded payment never moves again. The success path checks that the processor received
     exactly the allocated amount in the allocated currency; a mismatch is not marked paid and
-    opens one "amount mismatch" exception instead (a person decides).
+    opens one "amount mismatch" exception instead (a person decides). A change is followed, in
+    the same transaction, by its consequences elsewhere (autopay attempts, notices; see
+    app.core.payment_outcomes).
     """
     status = _STATUS_FROM_PROCESSOR.get(processor_status, "processing")
     now = clock.utc_now()
@@ -252,6 +263,8 @@ def record_intent(
             db.execute("UPDATE payments SET processor_ref = ? WHERE id = ?", (intent_id, payment_id))
         elif pay["processor_ref"] != intent_id:
             return Outcome(pay["status"], False, "intent does not belong to this payment")
+        if charge_ref and not pay["charge_ref"]:
+            db.execute("UPDATE payments SET charge_ref = ? WHERE id = ?", (charge_ref, payment_id))
         if pay["status"] == "succeeded" or pay["status"] == status:
             return Outcome(pay["status"], False)
         if status == "succeeded":
@@ -274,6 +287,7 @@ def record_intent(
                 )
                 return Outcome(pay["status"], False, "amount mismatch")
             _succeed(db, clock, pay, now=now, base_url=base_url, timezone=timezone)
+            after_change(db, clock, pay, "succeeded", None, base_url=base_url, timezone=timezone)
             return Outcome("succeeded", True)
         if pay["status"] in FINAL and status != "succeeded":
             # A late "failed" after "canceled" (or the reverse) changes nothing a person sees.
@@ -290,6 +304,7 @@ def record_intent(
             target=f"payment:{payment_id}",
             detail={"intent": intent_id, "failure": failure},
         )
+        after_change(db, clock, pay, status, failure, base_url=base_url, timezone=timezone)
         return Outcome(status, True, failure or "")
 
 
@@ -348,6 +363,7 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
             "received_on": paid_on,
             "currency": pay["currency"],
             "amount_minor": pay["amount_minor"],
+            "surcharge_minor": pay["surcharge_minor"],
             "client_name": client["name"],
             "client_remote_id": client["remote_id"],
             "allocations": [[a["number"], a["amount_minor"]] for a in allocs],
@@ -383,6 +399,7 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
                     "contact_first_name": first["first_name"] if first else "",
                     "client_name": client["name"],
                     "amount_minor": pay["amount_minor"],
+                    "surcharge_minor": pay["surcharge_minor"],
                     "currency": pay["currency"],
                     "paid_on": date_long(paid_on),
                     "method_label": _method_label(pay["method"]),
@@ -417,3 +434,33 @@ def _method_label(method: str) -> str:
         "cash": "Cash",
         "credit": "Credit",
     }.get(method, method)
+
+
+def has_payment_in_flight(db, invoice_id: int) -> bool:
+    """True while a payment of this invoice is submitted, waiting for 3-D Secure or processing
+    (an ACH debit takes days): the invoice is not paid, but must not be dunned or charged again."""
+    return db.execute(
+        "SELECT 1 FROM allocations a JOIN payments p ON p.id = a.payment_id WHERE a.invoice_id = ? "
+        f"AND p.status IN {IN_FLIGHT} LIMIT 1",
+        (invoice_id,),
+    ).fetchone() is not None
+
+
+def is_covered_by_autopay(db, invoice_id: int, *, today) -> bool:
+    """True when autopay will charge this invoice on its date or is charging it (see app.core.autopay)."""
+    from app.core.autopay import is_covered
+
+    return is_covered(db, invoice_id, today=today)
+
+
+def reminder_hold(db, invoice_id: int, *, today) -> str | None:
+    """Why a payment reminder for this invoice must not go out today, or None if it may.
+
+    "payment processing" while a payment is in flight (B05: an ACH debit is not paid yet, but
+    neither is it overdue), "autopay scheduled" while autopay covers it. For the reminders job.
+    """
+    if has_payment_in_flight(db, invoice_id):
+        return "payment processing"
+    if is_covered_by_autopay(db, invoice_id, today=today):
+        return "autopay scheduled"
+    return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import importlib
 import json
 import os
 import pickle
@@ -74,8 +75,12 @@ def _redirect_persistence(state: Path | None) -> None:
     Store.dump_to_disk = dump
 
 
-def serve(port: int, state: Path | None) -> None:
-    """Run localstripe on 127.0.0.1:`port` until SIGTERM/SIGINT. Exits 3 if the port is taken."""
+def serve(port: int, state: Path | None, extensions: list[str] | None = None) -> None:
+    """Run localstripe on 127.0.0.1:`port` until SIGTERM/SIGINT. Exits 3 if the port is taken.
+
+    Each of `extensions` is a module name whose `install(app)` patches localstripe before it serves
+    (the tests' Stripe extension, tests/stripe_ext.py, for what localstripe lacks).
+    """
     _redirect_persistence(state)
     from aiohttp import web
     from localstripe import server, webhooks
@@ -85,6 +90,8 @@ def serve(port: int, state: Path | None) -> None:
         return web.Response()
 
     server.app.router.add_delete("/_config/webhooks/{id}", forget_webhook)
+    for name in extensions or []:
+        importlib.import_module(name).install(server.app)
     server.store.try_load_from_disk()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -102,8 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state", type=Path, default=None,
                         help="pickle file for the fake's data; omitted = in memory only")
+    parser.add_argument("--extension", action="append", default=[],
+                        help="module whose install(app) extends the fake (repeatable)")
     args = parser.parse_args(argv)
-    serve(args.port, args.state.resolve() if args.state else None)
+    serve(args.port, args.state.resolve() if args.state else None, args.extension)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -127,8 +136,9 @@ class StripeDouble:
     publishable_key = PUBLISHABLE_KEY
 
     def __init__(self, port: int | None = None, *, state: str | Path | None = None,
-                 startup_timeout: float = STARTUP_TIMEOUT_SECONDS) -> None:
+                 startup_timeout: float = STARTUP_TIMEOUT_SECONDS, extensions: tuple[str, ...] = ()) -> None:
         self._fixed_port = port
+        self._extensions = extensions
         self._state = Path(state).resolve() if state is not None else None
         self._startup_timeout = startup_timeout
         self._proc: subprocess.Popen[bytes] | None = None
@@ -216,6 +226,8 @@ class StripeDouble:
         cmd = [sys.executable, "-m", "app.demo.stripe_double", "--port", str(self.port)]
         if self._state is not None:
             cmd += ["--state", str(self._state)]
+        for name in self._extensions:
+            cmd += ["--extension", name]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), env.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,  # noqa: S603

@@ -53,7 +53,14 @@ def send_email(services: Services, payload: dict[str, Any], key: str) -> None:
     except mailer.MailError as exc:
         if exc.refused:
             with services.store.write() as db:
-                for addr in exc.refused:
+                for addr, code in exc.refused.items():
+                    if not 500 <= code < 600:
+                        continue  # "try later" is not a verdict on the address
+                    # Marked on the contact: reminders skip it until the PSA brings another address.
+                    db.execute(
+                        "UPDATE contacts SET email_refused_at = ?, email_refused_reason = ? WHERE email = ?",
+                        (to_db(services.clock.utc_now()), str(exc)[:300], addr),
+                    )
                     raise_exception(
                         db,
                         services.clock,

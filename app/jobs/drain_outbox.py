@@ -9,6 +9,7 @@ from typing import Any
 from app.core import outbox
 from app.core.clock import to_db
 from app.core.outbox import DrainReport, PermanentError, RetryableError
+from app.jobs import dispute_notes, method_detach, reversal_handlers
 from app.jobs.deliver_email import send_email
 from app.services import Services
 from sync.base import ConnectorError, JournalPayment, PaymentWriteBack
@@ -71,6 +72,7 @@ def journal_payment(services: Services):
                     client_name=payload["client_name"],
                     client_remote_id=payload["client_remote_id"],
                     allocations=tuple((n, a) for n, a in payload["allocations"]),
+                    surcharge_minor=payload.get("surcharge_minor", 0),
                 ),
                 key=key,
             )
@@ -86,9 +88,12 @@ def journal_payment(services: Services):
 
 def handlers(services: Services) -> dict[str, Any]:
     return {
-        "email": lambda payload, key: send_email(services, payload, key),
+        "email": reversal_handlers.unless_moot(services, lambda p, key: send_email(services, p, key)),
+        **reversal_handlers.handlers(services),
         "psa_payment": psa_payment(services),
         "journal_payment": journal_payment(services),
+        "psa_dispute_note": dispute_notes.handler(services),
+        "stripe_detach_method": method_detach.handler(services),
     }
 
 

@@ -1,14 +1,23 @@
 """Apply one page of PSA records to the store: upsert by (source, remote_id), quarantine the rest.
 
 A page is applied in one transaction together with its cursor, so a killed poll either kept the
-whole page and its cursor or neither. A record that cannot be applied (unknown company, a change
-to an invoice that already has payments) is set aside with its reason; the page goes on.
+whole page and its cursor or neither. A record that cannot be applied (unknown company, a number
+already taken, an amount no invoice has) is set aside in quarantine with its reason; the page goes
+on. A record whose source digest matches the stored one writes nothing, so a re-read is free.
+
+Invoices that already carry payments through Cashloop are never rewritten silently: a change to
+what was owed (total, lines, dates, status: a void, a credit memo's edit, a deletion) opens one
+`source_change_on_paid_invoice` exception and leaves the invoice and its payments as they are.
+Payments recorded at the PSA (ours written back, a cheque) only move `paid_elsewhere_minor`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sqlite3
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -18,6 +27,13 @@ from app.core.audit import raise_exception
 from app.core.clock import Clock, to_db
 from app.core.keys import public_token
 from sync.base import Page, Rejected, RemoteCompany, RemoteContact, RemoteInvoice
+
+# Payments that hold money against an invoice: the source may not change what they paid for.
+_HOLDING = "('succeeded', 'submitted', 'requires_action', 'processing')"
+# 10^15 minor units is ten trillion dollars: no invoice is that large, and SQLite's INTEGER (and
+# every sum over it) stays far from overflowing.
+MAX_MINOR = 10**15
+HELD_KIND = "source_change_on_paid_invoice"
 
 
 class Skip(Exception):
@@ -31,6 +47,11 @@ def _raw(record: Any) -> str:
     return json.dumps(asdict(record) if is_dataclass(record) else str(record), default=str)
 
 
+def source_digest(raw_json: str, record: Any) -> str:
+    """Digest of the vendor record and of what the mapping made of it (settings change mappings)."""
+    return hashlib.blake2b(f"{raw_json}\x00{record!r}".encode(), digest_size=16).hexdigest()
+
+
 def quarantine(
     db: Database, clock: Clock, *, source: str, obj: str, remote_id: str, reason: str, raw_json: str | None
 ) -> None:
@@ -39,37 +60,64 @@ def quarantine(
         "INSERT INTO quarantine (source, object, remote_id, reason, raw_json, first_seen_at, last_seen_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, object, remote_id) DO UPDATE SET "
         "reason = excluded.reason, raw_json = excluded.raw_json, last_seen_at = excluded.last_seen_at, "
-        "resolved_at = NULL",
+        "resolved_at = NULL "
+        # Re-reading the same bad record writes nothing; a dismissed one comes back only if it changed.
+        "WHERE quarantine.reason IS NOT excluded.reason OR quarantine.raw_json IS NOT excluded.raw_json",
         (source, obj, remote_id, reason, raw_json, now, now),
     )
 
 
-def _clear_quarantine(db: Database, clock: Clock, source: str, obj: str, remote_id: str) -> None:
-    db.execute(
-        "UPDATE quarantine SET resolved_at = ? WHERE source = ? AND object = ? AND remote_id = ? "
-        "AND resolved_at IS NULL",
-        (to_db(clock.utc_now()), source, obj, remote_id),
-    )
+def _clear_quarantine(db: Database, clock: Clock, source: str, obj: str, remote_ids: list[str]) -> None:
+    if (
+        not remote_ids
+        or not db.execute(
+            "SELECT 1 FROM quarantine WHERE source = ? AND object = ? AND resolved_at IS NULL LIMIT 1",
+            (source, obj),
+        ).fetchone()
+    ):
+        return
+    now = to_db(clock.utc_now())
+    for chunk in _chunks(remote_ids, 500):
+        db.execute(
+            f"UPDATE quarantine SET resolved_at = ? WHERE source = ? AND object = ? AND resolved_at IS NULL "
+            f"AND remote_id IN ({','.join('?' * len(chunk))})",
+            (now, source, obj, *chunk),
+        )
 
 
 def upsert_company(db: Database, clock: Clock, source: str, entity_id: int, c: RemoteCompany) -> str:
-    now = to_db(clock.utc_now())
+    raw_json = _raw(c)
+    digest = source_digest(raw_json, c)
     existing = db.execute(
-        "SELECT id FROM clients WHERE source = ? AND remote_id = ?", (source, c.remote_id)
+        "SELECT id, source_hash FROM clients WHERE source = ? AND remote_id = ?", (source, c.remote_id)
     ).fetchone()
+    if existing and existing["source_hash"] == digest:
+        return "unchanged"
+    now = to_db(clock.utc_now())
     updated = to_db(c.updated_at) if c.updated_at else None
     if existing:
         db.execute(
             "UPDATE clients SET name = ?, identifier = ?, raw_json = ?, source_updated_at = ?, "
-            "synced_at = ? WHERE id = ?",
-            (c.name, c.identifier, _raw(c), updated, now, existing["id"]),
+            "source_hash = ?, synced_at = ? WHERE id = ?",
+            (c.name, c.identifier, raw_json, updated, digest, now, existing["id"]),
         )
         result = "updated"
     else:
         db.execute(
             "INSERT INTO clients (entity_id, source, remote_id, name, identifier, token, raw_json, "
-            "source_updated_at, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (entity_id, source, c.remote_id, c.name, c.identifier, public_token(), _raw(c), updated, now),
+            "source_updated_at, source_hash, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entity_id,
+                source,
+                c.remote_id,
+                c.name,
+                c.identifier,
+                public_token(),
+                raw_json,
+                updated,
+                digest,
+                now,
+            ),
         )
         result = "created"
     if c.parent_remote_id:
@@ -81,14 +129,22 @@ def upsert_company(db: Database, clock: Clock, source: str, entity_id: int, c: R
     if c.billing_contact_remote_id:
         # The company names its billing contact; that contact pays, whatever its own types say.
         db.execute(
-            "UPDATE contacts SET role = 'billing' WHERE source = ? AND remote_id = ?",
+            "UPDATE contacts SET role = 'billing' WHERE source = ? AND remote_id = ? AND role != 'billing'",
             (source, c.billing_contact_remote_id),
         )
     return result
 
 
 def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) -> tuple[str, bool]:
-    """Returns (created|updated, whether this contact is a billing contact new to the portal)."""
+    """Returns (created|updated|unchanged, whether this contact is a billing contact new to the portal)."""
+    raw_json = _raw(c)
+    digest = source_digest(raw_json, c)
+    existing = db.execute(
+        "SELECT id, role, email, source_hash FROM contacts WHERE source = ? AND remote_id = ?",
+        (source, c.remote_id),
+    ).fetchone()
+    if existing and existing["source_hash"] == digest:
+        return "unchanged", False
     client = db.execute(
         "SELECT id, raw_json FROM clients WHERE source = ? AND remote_id = ?", (source, c.company_remote_id)
     ).fetchone()
@@ -100,15 +156,12 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
     role = "billing" if c.is_billing or billing_id == c.remote_id else None
     email = c.email.strip() if c.email else None
     now = to_db(clock.utc_now())
-    existing = db.execute(
-        "SELECT id, role, email FROM contacts WHERE source = ? AND remote_id = ?", (source, c.remote_id)
-    ).fetchone()
     if existing:
         # A role set in Cashloop (approver) is kept; the PSA only ever promotes to billing.
         new_role = role or (existing["role"] if existing["role"] != "billing" else "viewer")
         db.execute(
             "UPDATE contacts SET client_id = ?, email = ?, first_name = ?, last_name = ?, role = ?, "
-            "is_active = ?, raw_json = ?, synced_at = ? WHERE id = ?",
+            "is_active = ?, raw_json = ?, source_hash = ?, synced_at = ? WHERE id = ?",
             (
                 client["id"],
                 email,
@@ -116,7 +169,8 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
                 c.last_name,
                 new_role,
                 int(c.is_active),
-                _raw(c),
+                raw_json,
+                digest,
                 now,
                 existing["id"],
             ),
@@ -125,7 +179,7 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
         return "updated", became_billing and bool(email) and c.is_active
     db.execute(
         "INSERT INTO contacts (client_id, source, remote_id, email, first_name, last_name, role, is_active, "
-        "raw_json, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "raw_json, source_hash, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             client["id"],
             source,
@@ -135,7 +189,8 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
             c.last_name,
             role or "viewer",
             int(c.is_active),
-            _raw(c),
+            raw_json,
+            digest,
             now,
         ),
     )
@@ -153,107 +208,188 @@ def _our_written_back(db: Database, invoice_id: int) -> int:
     return int(row[0])
 
 
-def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) -> str:
-    client = db.execute(
-        "SELECT id FROM clients WHERE source = ? AND remote_id = ?", (source, inv.company_remote_id)
-    ).fetchone()
-    if client is None:
-        raise Skip(f"invoice's company {inv.company_remote_id} is unknown")
-    now = to_db(clock.utc_now())
-    status = "void" if inv.is_void else "open"
-    existing = db.execute(
-        "SELECT * FROM invoices WHERE source = ? AND remote_id = ?", (source, inv.remote_id)
-    ).fetchone()
-    updated = to_db(inv.updated_at) if inv.updated_at else None
-    if existing:
-        ours = db.execute(
-            "SELECT COALESCE(SUM(a.amount_minor), 0) "
-            "FROM allocations a JOIN payments p ON p.id = a.payment_id "
-            "WHERE a.invoice_id = ? "
-            "AND p.status IN ('succeeded', 'submitted', 'requires_action', 'processing')",
-            (existing["id"],),
+def _ours(db: Database, invoice_id: int) -> int:
+    """Money Cashloop holds against the invoice: succeeded payments and those still in flight."""
+    return int(
+        db.execute(
+            f"SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a "
+            f"JOIN payments p ON p.id = a.payment_id WHERE a.invoice_id = ? AND p.status IN {_HOLDING}",
+            (invoice_id,),
         ).fetchone()[0]
-        changes_money = (
-            inv.total_minor != existing["total_minor"]
-            or inv.currency != existing["currency"]
-            or status != existing["status"]
+    )
+
+
+def _check_amounts(inv: RemoteInvoice) -> None:
+    amounts = {
+        "total": inv.total_minor,
+        "subtotal": inv.subtotal_minor,
+        "tax": inv.tax_minor,
+        "paid": inv.paid_minor,
+    }
+    amounts.update({f"line {n} amount": ln.amount_minor for n, ln in enumerate(inv.lines, start=1)})
+    for name, value in amounts.items():
+        if abs(value) >= MAX_MINOR:
+            raise Skip(f"{name} {value} minor units of {inv.currency} is beyond any real invoice")
+
+
+def _terms(inv: RemoteInvoice, status: str) -> tuple[Any, ...]:
+    """What a client owes by this invoice: the part a source may not change once Cashloop took money."""
+    lines = tuple(
+        (ln.description, ln.quantity, ln.unit_price_minor, ln.amount_minor, ln.tax_minor) for ln in inv.lines
+    )
+    return (
+        inv.number,
+        inv.currency,
+        inv.issued_on.isoformat(),
+        inv.due_on.isoformat(),
+        inv.subtotal_minor,
+        inv.tax_minor,
+        inv.total_minor,
+        status,
+        int(inv.is_approved),
+        lines,
+    )
+
+
+def _stored_terms(db: Database, row: sqlite3.Row) -> tuple[Any, ...]:
+    lines = tuple(
+        tuple(r)
+        for r in db.execute(
+            "SELECT description, quantity, unit_price_minor, amount_minor, tax_minor FROM invoice_lines "
+            "WHERE invoice_id = ? ORDER BY line_no",
+            (row["id"],),
         )
-        if ours and changes_money:
-            raise_exception(
+    )
+    return (
+        row["number"],
+        row["currency"],
+        row["issued_on"],
+        row["due_on"],
+        row["subtotal_minor"],
+        row["tax_minor"],
+        row["total_minor"],
+        row["status"],
+        row["is_approved"],
+        lines,
+    )
+
+
+def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: str, remote: Any) -> str:
+    raise_exception(
+        db,
+        clock,
+        kind=HELD_KIND,
+        ref=f"invoice:{row['id']}:{ref}",
+        summary=f"invoice {row['number']} {summary} but already has payments through Cashloop; not applied",
+        detail={"invoice_id": row["id"], "remote": remote},
+    )
+    return "held"
+
+
+class InvoiceLookups:
+    """What one page of invoices needs from the store, read in a few queries instead of per record."""
+
+    def __init__(self, db: Database, source: str, invoices: list[RemoteInvoice]) -> None:
+        self.clients: dict[str, int] = {}
+        self.existing: dict[str, sqlite3.Row] = {}
+        companies = sorted({i.company_remote_id for i in invoices})
+        for chunk in _chunks(companies, 500):
+            self.clients.update(
+                (r[0], r[1])
+                for r in db.execute(
+                    f"SELECT remote_id, id FROM clients WHERE source = ? "
+                    f"AND remote_id IN ({','.join('?' * len(chunk))})",
+                    (source, *chunk),
+                )
+            )
+        ids = [i.remote_id for i in invoices]
+        for chunk in _chunks(ids, 500):
+            for r in db.execute(
+                f"SELECT * FROM invoices WHERE source = ? AND remote_id IN ({','.join('?' * len(chunk))})",
+                (source, *chunk),
+            ):
+                self.existing[r["remote_id"]] = r
+
+
+def upsert_invoice(
+    db: Database, clock: Clock, source: str, inv: RemoteInvoice, lookups: InvoiceLookups | None = None
+) -> str:
+    """Insert or update one invoice and its lines; returns created|updated|unchanged|held. Raises Skip."""
+    lookups = lookups or InvoiceLookups(db, source, [inv])
+    raw_json = _raw(inv)
+    digest = source_digest(raw_json, inv)
+    existing = lookups.existing.get(inv.remote_id)
+    status = "void" if inv.is_void else "open"
+    if existing is not None and existing["source_hash"] == digest and existing["status"] != "deleted":
+        return _refresh_paid_elsewhere(db, existing, inv)
+    _check_amounts(inv)
+    client_id = lookups.clients.get(inv.company_remote_id)
+    if client_id is None:
+        raise Skip(f"invoice's company {inv.company_remote_id} is unknown")
+    if existing is None or existing["number"] != inv.number:
+        taken = db.execute(
+            "SELECT remote_id FROM invoices WHERE source = ? AND number = ? AND remote_id != ? "
+            "AND status != 'deleted' LIMIT 1",
+            (source, inv.number, inv.remote_id),
+        ).fetchone()
+        if taken:
+            raise Skip(f"invoice number {inv.number} is already used by invoice {taken[0]} at the source")
+    now = to_db(clock.utc_now())
+    updated = to_db(inv.updated_at) if inv.updated_at else None
+    values = (
+        client_id,
+        inv.number,
+        inv.kind,
+        status,
+        int(inv.is_approved),
+        inv.issued_on.isoformat(),
+        inv.due_on.isoformat(),
+        inv.currency,
+        inv.subtotal_minor,
+        inv.tax_minor,
+        inv.total_minor,
+    )
+    refs = (inv.agreement, inv.project, inv.phase, inv.ticket, inv.description)
+    if existing is not None:
+        if _ours(db, existing["id"]) and _terms(inv, status) != _stored_terms(db, existing):
+            return _hold(
                 db,
                 clock,
-                kind="source_change_on_paid_invoice",
-                ref=f"invoice:{existing['id']}:{updated}",
-                summary=(
-                    f"invoice {inv.number} changed at the source (total {existing['total_minor']} -> "
-                    f"{inv.total_minor}, status {existing['status']} -> {status}) but already has "
-                    f"payments through Cashloop; not applied"
-                ),
-                detail={"remote": json.loads(_raw(inv))},
+                existing,
+                ref=digest,
+                summary=f"changed at the source (total {existing['total_minor']} -> {inv.total_minor}, "
+                f"status {existing['status']} -> {status})",
+                remote=json.loads(raw_json),
             )
-            return "held"
         paid_elsewhere = max(0, inv.paid_minor - _our_written_back(db, existing["id"]))
         db.execute(
             "UPDATE invoices SET client_id = ?, number = ?, kind = ?, status = ?, is_approved = ?, "
             "issued_on = ?, due_on = ?, currency = ?, subtotal_minor = ?, tax_minor = ?, total_minor = ?, "
             "paid_elsewhere_minor = ?, agreement = ?, project = ?, phase = ?, ticket = ?, description = ?, "
-            "source_updated_at = ?, raw_json = ?, synced_at = ? WHERE id = ?",
-            (
-                client["id"],
-                inv.number,
-                inv.kind,
-                status,
-                int(inv.is_approved),
-                inv.issued_on.isoformat(),
-                inv.due_on.isoformat(),
-                inv.currency,
-                inv.subtotal_minor,
-                inv.tax_minor,
-                inv.total_minor,
-                paid_elsewhere,
-                inv.agreement,
-                inv.project,
-                inv.phase,
-                inv.ticket,
-                inv.description,
-                updated,
-                _raw(inv),
-                now,
-                existing["id"],
-            ),
+            "source_updated_at = ?, raw_json = ?, source_hash = ?, deleted_at = NULL, synced_at = ? "
+            "WHERE id = ?",
+            (*values, paid_elsewhere, *refs, updated, raw_json, digest, now, existing["id"]),
         )
         invoice_id = existing["id"]
         db.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
         result = "updated"
     else:
         cur = db.execute(
-            "INSERT INTO invoices (client_id, source, remote_id, number, kind, status, is_approved, "
-            "issued_on, due_on, currency, subtotal_minor, tax_minor, total_minor, paid_elsewhere_minor, "
-            "agreement, project, phase, ticket, description, token, source_updated_at, raw_json, synced_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO invoices (client_id, number, kind, status, is_approved, issued_on, due_on, "
+            "currency, subtotal_minor, tax_minor, total_minor, paid_elsewhere_minor, agreement, project, "
+            "phase, ticket, "
+            "description, source, remote_id, token, source_updated_at, raw_json, source_hash, synced_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                client["id"],
+                *values,
+                max(0, inv.paid_minor),
+                *refs,
                 source,
                 inv.remote_id,
-                inv.number,
-                inv.kind,
-                status,
-                int(inv.is_approved),
-                inv.issued_on.isoformat(),
-                inv.due_on.isoformat(),
-                inv.currency,
-                inv.subtotal_minor,
-                inv.tax_minor,
-                inv.total_minor,
-                max(0, inv.paid_minor),
-                inv.agreement,
-                inv.project,
-                inv.phase,
-                inv.ticket,
-                inv.description,
                 public_token(),
                 updated,
-                _raw(inv),
+                raw_json,
+                digest,
                 now,
             ),
         )
@@ -261,8 +397,8 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
         result = "created"
     db.conn.executemany(
         "INSERT INTO invoice_lines (invoice_id, line_no, description, quantity, unit_price_minor, "
-        "amount_minor, agreement, project, phase, ticket, service) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "amount_minor, tax_minor, agreement, project, phase, ticket, service) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 invoice_id,
@@ -271,6 +407,7 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
                 ln.quantity,
                 ln.unit_price_minor,
                 ln.amount_minor,
+                ln.tax_minor,
                 ln.agreement,
                 ln.project,
                 ln.phase,
@@ -283,6 +420,50 @@ def upsert_invoice(db: Database, clock: Clock, source: str, inv: RemoteInvoice) 
     return result
 
 
+def _refresh_paid_elsewhere(db: Database, existing: sqlite3.Row, inv: RemoteInvoice) -> str:
+    # The source record is as stored, but our own write-back may have been recorded since: the
+    # share paid elsewhere is what the source says was paid less what Cashloop wrote back.
+    if not existing["paid_elsewhere_minor"] and not inv.paid_minor:
+        return "unchanged"
+    paid_elsewhere = max(0, inv.paid_minor - _our_written_back(db, existing["id"]))
+    if paid_elsewhere == existing["paid_elsewhere_minor"]:
+        return "unchanged"
+    db.execute("UPDATE invoices SET paid_elsewhere_minor = ? WHERE id = ?", (paid_elsewhere, existing["id"]))
+    return "updated"
+
+
+def mark_deleted(db: Database, clock: Clock, *, source: str, remote_ids: Iterable[str]) -> Counter[str]:
+    """Close invoices the source no longer has: 'deleted' (hidden from the portal) if Cashloop holds no
+    money against them, otherwise one exception for a person. Idempotent."""
+    counts: Counter[str] = Counter()
+    now = to_db(clock.utc_now())
+    for chunk in _chunks(list(remote_ids), 500):
+        rows = db.execute(
+            f"SELECT * FROM invoices WHERE source = ? AND status != 'deleted' "
+            f"AND remote_id IN ({','.join('?' * len(chunk))})",
+            (source, *chunk),
+        ).fetchall()
+        for row in rows:
+            if _ours(db, row["id"]):
+                counts[
+                    _hold(
+                        db,
+                        clock,
+                        row,
+                        ref="deleted",
+                        summary="was deleted at the source",
+                        remote={"remote_id": row["remote_id"]},
+                    )
+                ] += 1
+                continue
+            db.execute(
+                "UPDATE invoices SET status = 'deleted', deleted_at = ?, synced_at = ? WHERE id = ?",
+                (now, now, row["id"]),
+            )
+            counts["deleted"] += 1
+    return counts
+
+
 def apply_page(
     db: Database,
     clock: Clock,
@@ -293,8 +474,12 @@ def apply_page(
     page: Page,
     on_new_billing_contact: Any = None,
 ) -> Counter[str]:
-    """Apply every item of `page` inside the caller's transaction; returns counts by outcome."""
+    """Apply every item of `page` inside the caller's transaction; returns counts by outcome
+    (created, updated, unchanged, held, quarantined). Idempotent: applying a page twice writes once."""
     counts: Counter[str] = Counter()
+    invoices = [i for i in page.items if isinstance(i, RemoteInvoice)]
+    lookups = InvoiceLookups(db, source, invoices) if invoices else None
+    applied: list[str] = []
     for item in page.items:
         if isinstance(item, Rejected):
             quarantine(
@@ -304,33 +489,44 @@ def apply_page(
                 obj=item.object,
                 remote_id=item.remote_id,
                 reason=item.reason,
-                raw_json=json.dumps(dict(item.raw), default=str),
+                raw_json=json.dumps(dict(item.raw), default=str, sort_keys=True),
             )
             counts["quarantined"] += 1
             continue
         try:
             with db.atomic():  # a savepoint: one record's failure leaves the others applied
                 if isinstance(item, RemoteCompany):
-                    counts[upsert_company(db, clock, source, entity_id, item)] += 1
+                    outcome = upsert_company(db, clock, source, entity_id, item)
                 elif isinstance(item, RemoteContact):
                     outcome, is_new_billing = upsert_contact(db, clock, source, item)
-                    counts[outcome] += 1
                     if is_new_billing and on_new_billing_contact is not None:
                         on_new_billing_contact(db, item)
                 elif isinstance(item, RemoteInvoice):
-                    counts[upsert_invoice(db, clock, source, item)] += 1
+                    outcome = upsert_invoice(db, clock, source, item, lookups)
                 else:
                     raise Skip(f"unexpected record type {type(item).__name__}")
-                _clear_quarantine(db, clock, source, obj, getattr(item, "remote_id", ""))
-        except Skip as exc:
+        except (Skip, OverflowError, sqlite3.IntegrityError) as exc:
+            reason = (
+                str(exc) if isinstance(exc, Skip) else f"could not be stored ({type(exc).__name__}: {exc})"
+            )
             quarantine(
                 db,
                 clock,
                 source=source,
                 obj=obj,
                 remote_id=str(getattr(item, "remote_id", "?")),
-                reason=str(exc),
+                reason=reason,
                 raw_json=_raw(item),
             )
             counts["quarantined"] += 1
+            continue
+        counts[outcome] += 1
+        if outcome != "held":
+            applied.append(getattr(item, "remote_id", ""))
+    _clear_quarantine(db, clock, source, obj, applied)
     return counts
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

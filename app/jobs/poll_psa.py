@@ -1,8 +1,13 @@
 """poll_psa: bring companies, contacts and invoices in from the PSA, page by page.
 
 Objects go in dependency order (companies before the contacts and invoices that point at them).
-Each page and its cursor are committed together; the next poll starts `overlap_minutes` before
-the stored cursor, so a record updated while a page was being read is never missed.
+Each page and its cursor are committed together; a sweep's cursor between pages is its position
+(sync/sweep.py), so a killed poll or backfill resumes after the last committed page. A finished
+sweep leaves the change cursor, and the next poll starts `overlap_minutes` before it, so a record
+updated while a page was being read is never missed.
+
+After the invoices, invoices the PSA no longer has are closed (`mark_deleted`): after every full
+sweep, and otherwise every `deletion_check_hours`. A 401/403 stops the connector (sync_status).
 """
 
 from __future__ import annotations
@@ -12,52 +17,70 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+from app.core import sync_status
 from app.core.clock import from_db, to_db
 from app.core.logins import issue_invitation
-from app.jobs.intake import apply_page
+from app.jobs.intake import apply_page, mark_deleted
 from app.services import Services
+from sync import sweep
 from sync.base import ConnectorError, RemoteContact
 
 log = logging.getLogger(__name__)
 OBJECTS = ("companies", "contacts", "invoices")
+DELETION_CHECK = "invoice_ids"
 _SINGULAR = {"companies": "company", "contacts": "contact", "invoices": "invoice"}
+# Outcomes that changed nothing: left out of the one-line summary ("nothing new").
+_QUIET = frozenset({"unchanged"})
+# The deletion check refuses to close more than this share of a source's open invoices at once:
+# an empty or truncated listing (a permission change at the PSA) must not empty the portal.
+MAX_DELETED_SHARE = 0.5
 
 
 @dataclass
 class PollReport:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     error: str | None = None
+    stopped: bool = False
 
     def summary(self) -> str:
         parts = [
-            f"{obj}: " + (", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "nothing new")
+            f"{obj}: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(c.items()) if k not in _QUIET and v) or "nothing new")
             for obj, c in self.counts.items()
         ]
         return "; ".join(parts) + (f"; error: {self.error}" if self.error else "")
 
 
-def _start_cursor(services: Services, connector: str, obj: str, *, full: bool) -> str | None:
-    if full:
-        return None
+def _stored_cursor(services: Services, connector: str, obj: str) -> str | None:
     row = services.store.one(
         "SELECT cursor FROM sync_state WHERE connector = ? AND object = ?", (connector, obj)
     )
-    if row is None or not row["cursor"]:
+    return str(row["cursor"]) if row and row["cursor"] else None
+
+
+def _start_cursor(services: Services, stored: str | None, *, full: bool) -> str | None:
+    """Where this poll's sweep starts: a sweep in progress resumes (a full one even under --full);
+    otherwise --full reads everything and a change cursor is moved back by the overlap."""
+    in_progress = sweep.decode(stored)
+    if in_progress is not None:
+        return stored if (in_progress.is_full or not full) else None
+    if full or not stored:
         return None
     try:
-        back = from_db(row["cursor"]) - timedelta(minutes=services.config.psa.overlap_minutes)
+        back = from_db(stored) - timedelta(minutes=services.config.psa.overlap_minutes)
     except ValueError:
-        return str(row["cursor"])  # an opaque cursor (a file signature): no overlap to apply
-    return to_db(back).replace(".000000Z", "Z")
+        return stored  # an opaque cursor (a file signature): no overlap to apply
+    return sweep.format_time(back)
 
 
 def _forward(stored: str | None, new: str | None) -> str | None:
-    """The cursor to keep: a timestamp never moves back (the overlap re-read must not pull it
-    back); an opaque cursor (the files connector's signature) is the connector's to decide."""
+    """The cursor to keep: a change time never moves back (the overlap re-read must not pull it
+    back); a sweep position or an opaque cursor (the files connector's signature) is the connector's."""
     if not new:
         return stored
-    if not stored:
+    if not stored or sweep.decode(stored) is not None or sweep.decode(new) is not None:
         return new
     try:
         return new if from_db(new) > from_db(stored) else stored
@@ -88,22 +111,41 @@ def _invite(services: Services):
     return invite
 
 
-def run(services: Services, *, full: bool = False, progress=None) -> PollReport:
-    """Poll every object once. Safe to run twice; a killed run resumes from the last committed page."""
+def run(
+    services: Services, *, full: bool = False, progress: Any = None, retry_stopped: bool = False
+) -> PollReport:
+    """Poll every object once. Safe to run twice; a killed run resumes from the last committed page.
+
+    `progress(obj, n)` is called after each page with the records handled so far; a callback with an
+    `expect(obj, total)` method is also told how many to expect when the PSA can count them. A
+    connector stopped by an authentication failure is skipped unless `retry_stopped` (the CLI).
+    """
     source = services.psa
     connector = source.kind
     report = PollReport()
+    fingerprint = sync_status.settings_fingerprint(getattr(services.config.psa, connector, None))
+    reason = sync_status.stopped_by(services.store, connector, fingerprint)
+    if reason and not retry_stopped:
+        report.error, report.stopped = f"stopped: {reason}", True
+        log.warning("PSA poll %s skipped: %s", connector, reason)
+        return report
     entity_id = services.entity_id
     on_billing = _invite(services)
+    read_all = deletions_due = False
+    swept: set[str] = set()  # invoices an incremental sweep read (a refresh need not read them again)
     for obj in OBJECTS:
         counts: Counter[str] = Counter()
         report.counts[obj] = counts
-        stored = services.store.one(
-            "SELECT cursor FROM sync_state WHERE connector = ? AND object = ?", (connector, obj)
-        )
-        stored_cursor = stored["cursor"] if stored else None
+        stored_cursor = _stored_cursor(services, connector, obj)
+        start = _start_cursor(services, stored_cursor, full=full)
+        if obj == "invoices":
+            # A sweep of everything has just read each open invoice; one asked for (--full), or the
+            # rest of one, is also when the invoices the PSA deleted are looked for.
+            read_all = start is None or sweep.begin(start).is_full
+            deletions_due = full or bool(start and sweep.begin(start).is_full)
         try:
-            for page in getattr(source, obj)(_start_cursor(services, connector, obj, full=full)):
+            _expect(progress, source, obj, start)
+            for page in getattr(source, obj)(start):
                 with services.store.write() as db:
                     counts.update(
                         apply_page(
@@ -116,21 +158,159 @@ def run(services: Services, *, full: bool = False, progress=None) -> PollReport:
                             on_new_billing_contact=on_billing,
                         )
                     )
-                    # The cursor only ever moves forward: an overlap re-read must not pull it back.
-                    stored_cursor = _forward(stored_cursor, page.cursor)
-                    _save_state(db, services, connector, obj, stored_cursor, counts, error=None)
+                    new_cursor = _forward(stored_cursor, page.cursor)
+                    if _writes(page, counts) or new_cursor != stored_cursor:
+                        stored_cursor = new_cursor
+                        _save_state(db, services, connector, obj, stored_cursor, counts, error=None)
+                if obj == "invoices" and not read_all:
+                    swept.update(getattr(item, "remote_id", "") for item in page.items)
                 if progress:
                     progress(obj, sum(counts.values()))
         except ConnectorError as exc:
-            report.error = f"{obj}: {exc}"
-            log.error("PSA poll %s/%s failed: %s", connector, obj, exc)
-            with services.store.write() as db:
-                _save_state(db, services, connector, obj, stored_cursor, counts, error=str(exc))
+            _failed(services, report, connector, obj, stored_cursor, counts, exc, fingerprint)
             break
+        # A sweep that yielded nothing at all leaves no final cursor: it ends where it began.
+        unfinished = sweep.decode(stored_cursor)
+        if unfinished is not None:
+            stored_cursor = unfinished.since
         with services.store.write() as db:
             _save_state(db, services, connector, obj, stored_cursor, counts, error=None, success=True)
+    if report.error is None and not read_all and getattr(source, "refreshes_open_invoices", False):
+        _refresh_open(services, report, connector, fingerprint, entity_id, skip=swept)
+    if report.error is None:
+        _check_deletions(services, report, connector, fingerprint, due=deletions_due)
+    if report.error is None and reason:
+        with services.store.write() as db:
+            sync_status.clear_stop(db, services.clock, connector=connector)
     log.info("PSA poll %s: %s", connector, report.summary())
     return report
+
+
+def _refresh_open(
+    services: Services,
+    report: PollReport,
+    connector: str,
+    fingerprint: str,
+    entity_id: int,
+    *,
+    skip: set[str],
+) -> None:
+    """Re-read the invoices still unpaid at the source, for a PSA whose sweep cannot see every change
+    (Autotask: "mark as paid" may carry a paid date before the cursor)."""
+    ids = [
+        r[0]
+        for r in services.store.all(
+            "SELECT remote_id FROM invoices WHERE source = ? AND status = 'open' "
+            "AND total_minor - paid_elsewhere_minor > 0",
+            (connector,),
+        )
+        if r[0] not in skip
+    ]
+    counts = report.counts.setdefault("invoices", Counter())
+    try:
+        for page in services.psa.refresh(ids):  # type: ignore[attr-defined]
+            with services.store.write() as db:
+                counts.update(
+                    apply_page(
+                        db, services.clock, source=connector, obj="invoice", entity_id=entity_id, page=page
+                    )
+                )
+    except ConnectorError as exc:
+        _failed(
+            services,
+            report,
+            connector,
+            "invoices",
+            _stored_cursor(services, connector, "invoices"),
+            counts,
+            exc,
+            fingerprint,
+        )
+
+
+def _writes(page: Any, counts: Counter[str]) -> bool:
+    return bool(page.items) and any(k not in _QUIET for k in counts)
+
+
+def _expect(progress: Any, source: Any, obj: str, start: str | None) -> None:
+    expect = getattr(progress, "expect", None)
+    estimate = getattr(source, "estimate", None)
+    if expect is None or estimate is None:
+        return
+    try:
+        total = estimate(obj, start)
+    except ConnectorError:
+        total = None  # only the progress bar needs it
+    if total is not None:
+        expect(obj, total)
+
+
+def _failed(
+    services: Services,
+    report: PollReport,
+    connector: str,
+    obj: str,
+    cursor: str | None,
+    counts: Counter[str],
+    exc: ConnectorError,
+    fingerprint: str,
+) -> None:
+    report.error = f"{obj}: {exc}"
+    log.error("PSA poll %s/%s failed: %s", connector, obj, exc)
+    with services.store.write() as db:
+        _save_state(db, services, connector, obj, cursor, counts, error=str(exc))
+        if exc.status in (401, 403):
+            report.stopped = True
+            sync_status.stop_connector(
+                db, services.clock, connector=connector, fingerprint=fingerprint, error=str(exc)
+            )
+
+
+def _check_deletions(
+    services: Services, report: PollReport, connector: str, fingerprint: str, *, due: bool
+) -> None:
+    """Close invoices the PSA no longer lists. Runs after a full sweep, else every deletion_check_hours."""
+    source = services.psa
+    if not getattr(source, "supports_deletion_check", False):
+        return
+    row = services.store.one(
+        "SELECT last_success_at FROM sync_state WHERE connector = ? AND object = ?",
+        (connector, DELETION_CHECK),
+    )
+    hours = services.config.psa.deletion_check_hours
+    now = services.clock.utc_now()
+    counts: Counter[str] = Counter()
+    if not due:
+        if row is None:  # the first poll read everything there is: the clock starts now
+            with services.store.write() as db:
+                _save_state(db, services, connector, DELETION_CHECK, None, counts, error=None, success=True)
+            return
+        if row["last_success_at"] and now - from_db(row["last_success_at"]) < timedelta(hours=hours):
+            return
+    report.counts["deleted"] = counts
+    try:
+        present = set(source.invoice_ids())
+    except ConnectorError as exc:
+        _failed(services, report, connector, DELETION_CHECK, None, counts, exc, fingerprint)
+        return
+    known = [
+        r[0]
+        for r in services.store.all(
+            "SELECT remote_id FROM invoices WHERE source = ? AND status != 'deleted'", (connector,)
+        )
+    ]
+    gone = [remote_id for remote_id in known if remote_id not in present]
+    with services.store.write() as db:
+        if gone and len(gone) > 10 and len(gone) > MAX_DELETED_SHARE * len(known):
+            error = (
+                f"the PSA no longer lists {len(gone)} of {len(known)} invoices; not closing them "
+                f"(check the API user's permissions, then run `cashloop sync --full`)"
+            )
+            report.error = f"{DELETION_CHECK}: {error}"
+            _save_state(db, services, connector, DELETION_CHECK, None, counts, error=error)
+            return
+        counts.update(mark_deleted(db, services.clock, source=connector, remote_ids=gone))
+        _save_state(db, services, connector, DELETION_CHECK, None, counts, error=None, success=True)
 
 
 def _save_state(
@@ -147,11 +327,21 @@ def _save_state(
     now = to_db(services.clock.utc_now())
     db.execute(
         "INSERT INTO sync_state "
-        "(connector, object, cursor, last_run_at, last_success_at, last_error, counts_json) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "(connector, object, cursor, last_run_at, last_success_at, last_error, last_error_at, counts_json) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (connector, object) DO UPDATE SET cursor = excluded.cursor, "
         "last_run_at = excluded.last_run_at, last_error = excluded.last_error, "
+        "last_error_at = COALESCE(excluded.last_error_at, sync_state.last_error_at), "
         "counts_json = excluded.counts_json, "
         "last_success_at = COALESCE(excluded.last_success_at, sync_state.last_success_at)",
-        (connector, obj, cursor, now, now if success else None, error, json.dumps(dict(counts))),
+        (
+            connector,
+            obj,
+            cursor,
+            now,
+            now if success else None,
+            error,
+            now if error else None,
+            json.dumps(dict(counts), sort_keys=True),
+        ),
     )

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from app.services import Services
 
@@ -69,7 +70,7 @@ def start(services: Services) -> BackgroundScheduler | None:
         log.info("scheduler not started here: another process holds the job lock")
         return None
     from app import checkout
-    from app.jobs import drain_outbox, poll_psa
+    from app.jobs import drain_outbox, poll_psa, send_reminders
 
     cfg = services.config
     sched = BackgroundScheduler(
@@ -96,6 +97,18 @@ def start(services: Services) -> BackgroundScheduler | None:
         seconds=60,
         id="recover_payments", name="recover_payments",
     )
+    # Reminders at the local send time (a cron trigger in the MSP's zone keeps 09:00 at 09:00
+    # across DST), and once at start-up: a run missed while the service was down goes out once,
+    # late. The job itself does nothing before the send time and never sends a step twice.
+    hour, minute = (int(x) for x in cfg.reminders.send_time.split(":"))
+    sched.add_job(
+        _safe("send_reminders", lambda: send_reminders.run(services)),
+        CronTrigger(hour=hour, minute=minute, timezone=cfg.tz),
+        id="send_reminders", name="send_reminders",
+        next_run_time=services.clock.utc_now(),
+    )
+    if cfg.autopay.enabled:
+        _add_autopay(sched, services)
     # APScheduler logs every run at INFO; the jobs log what they did themselves.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched.start()
@@ -116,3 +129,30 @@ def stop(sched: BackgroundScheduler | None) -> None:
     fh = getattr(sched, "_cashloop_lock", None)
     if fh is not None:
         fh.close()
+
+
+def _add_autopay(sched: BackgroundScheduler, services: Services) -> None:
+    """Autopay once a local day at `autopay.run_time` (DailyAtLocalTime: once, even on the night the
+    clocks go back), plus once at start-up when today's time has passed (a run missed while the
+    service was down happens once, late; a run is idempotent, so an extra one charges nothing
+    twice). Unfinished attempts are settled every five minutes in between."""
+    from app.jobs import run_autopay
+    from app.jobs.daily_trigger import DailyAtLocalTime
+
+    cfg = services.config
+    trigger = DailyAtLocalTime(cfg.autopay.run_time, cfg.tz)
+    now = services.clock.utc_now()
+    missed = trigger.fire_time_on(now.astimezone(cfg.tz).date()) <= now
+    sched.add_job(
+        _safe("autopay", lambda: run_autopay.run(services)),
+        trigger,
+        id="autopay", name="autopay",
+        misfire_grace_time=6 * 3600,
+        **({"next_run_time": now} if missed else {}),
+    )
+    sched.add_job(
+        _safe("autopay_recover", lambda: run_autopay.recover(services)),
+        "interval",
+        minutes=5,
+        id="autopay_recover", name="autopay_recover",
+    )

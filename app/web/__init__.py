@@ -36,7 +36,7 @@ def today() -> date:
 
 def create_app(services: Services) -> Flask:
     """Build the portal app for `services`; does no I/O beyond reading config."""
-    from app.web import auth, portal, session, webhooks
+    from app.web import admin, auth, portal, session, webhooks
     from app.web.filters import register_filters
 
     config = services.config
@@ -71,6 +71,7 @@ def create_app(services: Services) -> Flask:
     app.register_blueprint(portal.bp)
     app.register_blueprint(webhooks.bp)
     csrf.exempt(webhooks.bp)
+    admin.init_app(app)  # the finance console at /admin (app/web/admin)
 
     app.add_url_rule("/healthz", "healthz", _healthz)
     app.add_url_rule("/theme.css", "theme_css", _theme_css)
@@ -91,8 +92,9 @@ def _healthz() -> tuple[Response, int]:
 def _theme_css() -> Response:
     # NOTE: the brand colour lives in its own stylesheet so the CSP can forbid inline styles;
     # config validation guarantees it is a #rrggbb value.
-    color = services().config.branding.primary_color
-    body = f":root {{ --primary: {color}; }}\n"
+    from app.web.theme import theme_css
+
+    body = theme_css(services().config.branding)
     return Response(body, mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
 
 

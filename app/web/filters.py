@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
+from typing import Any
 
+from babel.dates import format_date, format_time
 from flask import Flask
 
 from app.config import Config
 from app.core.clock import from_db
-from app.core.emails import date_long, money
-from app.core.money import Money
+from app.core.emails import LOCALE, date_long, money
+from app.core.money import Money, exponent
 
 KIND_LABELS = {
     "agreement": "Agreement",
@@ -23,6 +26,46 @@ KIND_LABELS = {
 
 def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind.replace("_", " ").capitalize())
+
+
+METHOD_LABELS = {"card": "Card", "ach": "Bank account (ACH)", "check": "Cheque", "wire": "Wire transfer",
+                 "cash": "Cash", "credit": "Credit"}
+
+
+def payment_reference(payment_id: int) -> str:
+    """The short reference people read out on the phone ("PAY-000123"); URLs keep the random token."""
+    return f"PAY-{int(payment_id):06d}"
+
+
+def method_label(p: Mapping[str, Any]) -> str:
+    """ "Visa •••• 4242", "Chase •••• 6789 (ACH)", or the plain method when the details are unknown."""
+    keys = p.keys() if hasattr(p, "keys") else ()
+    brand = p["brand"] if "brand" in keys else None
+    last4 = p["last4"] if "last4" in keys else None
+    bank = p["bank_name"] if "bank_name" in keys else None
+    if p["method"] == "ach" and last4:
+        return f"{bank or 'Bank account'} •••• {last4} (ACH)"
+    if p["method"] == "card" and last4:
+        return f"{_BRANDS.get((brand or '').lower(), (brand or 'Card').title())} •••• {last4}"
+    return METHOD_LABELS.get(p["method"], p["method"])
+
+
+_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover",
+           "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay"}
+
+
+def date_short(value: date | str | None) -> str:
+    """A calendar date for a table cell: "Sep 24, 2026" (never wraps mid-date with .nowrap)."""
+    if not value:
+        return ""
+    day = date.fromisoformat(value) if isinstance(value, str) else value
+    return format_date(day, format="medium", locale=LOCALE)
+
+
+def currency_prefix(currency: str) -> str:
+    """What the display puts before the digits: "$" for USD, "KWD" for KWD (for the live total)."""
+    shown = money(0, currency)
+    return shown[: next(i for i, ch in enumerate(shown) if ch.isdigit())]
 
 
 def amount_input(amount_minor: int, currency: str) -> str:
@@ -41,12 +84,31 @@ def register_filters(app: Flask, config: Config) -> None:
         day = local_date(instant)
         return "" if day is None else date_long(day)
 
+    def local_date_short(instant: str | None) -> str:
+        return date_short(local_date(instant))
+
+    def local_time(instant: str | None) -> str:
+        """A stored UTC instant as the MSP's wall-clock time with its zone: "3:04 PM CDT"."""
+        if not instant:
+            return ""
+        moment = from_db(instant).astimezone(tz)
+        # NOTE: CLDR puts a narrow no-break space before AM/PM; a plain space reads and copies better.
+        clock_text = format_time(moment, format="short", locale=LOCALE).replace("\u202f", " ")
+        return f"{clock_text} {moment.strftime('%Z')}"
+
     app.jinja_env.filters.update(
         money=money,
         date_long=date_long,
         local_date=local_date,
         local_date_long=local_date_long,
+        local_date_short=local_date_short,
+        local_time=local_time,
+        date_short=date_short,
+        payment_reference=payment_reference,
+        method_label=method_label,
         kind_label=kind_label,
         amount_input=amount_input,
+        currency_prefix=currency_prefix,
+        currency_places=exponent,
     )
     app.jinja_env.globals.update(branding=config.branding, kind_labels=KIND_LABELS)

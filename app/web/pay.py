@@ -17,7 +17,7 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from app.core.emails import money
 from app.core.money import Money, MoneyError, exponent
 from app.core.store import Store
-from app.web import queries, services, today
+from app.web import payment_rules, queries, services, today
 from app.web.session import portal_user
 from sync.base import ConnectorError
 
@@ -81,13 +81,15 @@ def check_amounts(
 
 
 def _chosen_rows() -> list[queries.InvoiceRow]:
+    from app.web.portal import thresholds
+
     svc, client_id = services(), portal_user().client_id
     if request.values.get("all") == "due":
-        rows = queries.open_invoices(svc.store, client_id, today())
+        rows = queries.open_invoices(svc.store, client_id, today(), th=thresholds())
         currency = request.values.get("currency")
         return [r for r in rows if r.currency == currency] if currency else rows
     tokens = request.values.getlist("invoice")[:MAX_INVOICES]
-    rows = queries.find_invoices(svc.store, client_id, tokens, today())
+    rows = queries.find_invoices(svc.store, client_id, tokens, today(), thresholds())
     if rows is None:
         abort(404)
     return rows
@@ -104,14 +106,23 @@ def pay_form() -> Any:
     portal = svc.config.portal
     chosen = _chosen_rows()
     payable = [r for r in chosen if r.payable_minor > 0]
-    skipped = [r for r in chosen if r.payable_minor <= 0]
+    awaiting = [r for r in chosen if r.awaits_approval and r.owed_minor > 0]
+    skipped = [r for r in chosen if r.payable_minor <= 0 and r not in awaiting]
+    methods = payment_rules.methods_for_kinds(svc, portal_user().client_id, [r.kind for r in payable])
+    method = request.values.get("method", methods[0] if methods else "card")
     context: dict[str, Any] = {
         "rows": payable,
         "skipped": skipped,
+        "awaiting": awaiting,
         "errors": {},
         "form_error": None,
-        "values": {},
+        # An amount typed on the invoice page arrives here first and is kept in the form.
+        "values": request.form if request.method == "POST" else {},
         "allow_partial": portal.allow_partial_payments,
+        "minimum": portal.minimum_partial_payment,
+        "methods": methods,
+        "method": method if method in methods else (methods[0] if methods else ""),
+        "fees": _fees(svc, payable, methods),
     }
     if not chosen:
         nothing_due = request.values.get("all") == "due"
@@ -120,8 +131,24 @@ def pay_form() -> Any:
     if len({r.currency for r in payable}) > 1:
         context["form_error"] = "These invoices are in different currencies. Pay one currency at a time."
         return render_template("pay.html", **context), 400
+    if payable and not methods:
+        context["form_error"] = (
+            "These invoices cannot be paid online together. Pay each kind of invoice on its own, "
+            "or contact us for other ways to pay." if len({r.kind for r in payable}) > 1 else
+            "This kind of invoice is not paid online. Contact us for other ways to pay."
+        )
+        return render_template("pay.html", **context), 400
     if request.method == "GET" or request.form.get("action") != "checkout" or not payable:
-        return render_template("pay.html", **context)
+        status = 400 if request.method == "POST" and not payable else 200
+        if status == 400 and not context["form_error"]:
+            context["form_error"] = (
+                "These invoices need an approver's OK before they can be paid." if awaiting
+                else "Nothing is left to pay on these invoices."
+            )
+        return render_template("pay.html", **context), status
+    if request.form.get("method", context["method"]) not in methods:
+        context["form_error"] = "Choose how to pay: " + " or ".join(payment_rules.LABELS[m] for m in methods) + "."
+        return render_template("pay.html", **context), 400
     context["values"] = request.form
     items, errors = check_amounts(
         payable,
@@ -133,11 +160,19 @@ def pay_form() -> Any:
         context["errors"] = errors
         return render_template("pay.html", **context), 400
     from app import checkout
+    from app.core import approvals
     from app.core.payments import PaymentRequestError
 
+    # Checked again right before the checkout is written, from the store (not the page).
+    late = approvals.unapproved_numbers(svc.store.db, [r.id for r in payable],
+                                        default_threshold=portal.approval_threshold)
+    if late:
+        context["form_error"] = f"Invoice {', '.join(late)} needs an approver's OK before it can be paid."
+        return render_template("pay.html", **context), 400
     try:
         started = checkout.begin_checkout(
-            svc, client_id=portal_user().client_id, login_email=portal_user().email, items=items
+            svc, client_id=portal_user().client_id, login_email=portal_user().email, items=items,
+            **_method_argument(checkout.begin_checkout, context["method"]),
         )
     except PaymentRequestError as exc:
         context["form_error"] = str(exc)
@@ -149,6 +184,26 @@ def pay_form() -> Any:
     # NOTE: redirect (not render) so a reload cannot post the form again; the card page asks
     # for a fresh SetupIntent, which costs nothing if unused.
     return redirect(url_for("portal.checkout_page", payment_token=started.payment_token))
+
+
+def _fees(svc: Any, rows: list[queries.InvoiceRow], methods: tuple[str, ...]) -> dict[str, int]:
+    """The surcharge each method would add to paying `rows` in full (shown before anyone pays)."""
+    if not rows:
+        return {}
+    total = sum(r.payable_minor for r in rows)
+    return {
+        m: payment_rules.surcharge_minor(svc, portal_user().client_id, amount_minor=total,
+                                         currency=rows[0].currency, method=m)
+        for m in methods
+    }
+
+
+def _method_argument(begin: Any, method: str) -> dict[str, str]:
+    # The checkout takes the method once the payments engine offers bank payments; until then
+    # only cards are offered (ach_available() is False), so nothing is lost by leaving it out.
+    import inspect
+
+    return {"method": method} if "method" in inspect.signature(begin).parameters else {}
 
 
 def retry_url(store: Store, client_id: int, payment_id: int) -> str:
@@ -219,6 +274,10 @@ def confirm(payment_token: str) -> Any:
             retry=retry,
             redirect=url_for("portal.payment", token=payment_token),
         ), 503
+    if result.status != "failed":
+        from app.web import method_labels
+
+        method_labels.remember(svc, client_id=client_id, payment_token=payment_token, pm_id=method)
     return jsonify(
         status=result.status,
         client_secret=result.client_secret,

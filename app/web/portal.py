@@ -7,20 +7,30 @@ are public tokens, and a token of another company is a plain 404.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from app.web import pay, queries, services, today
-from app.web.filters import KIND_LABELS
+from app.core import line_disputes
+from app.web import (
+    autopay_views,
+    contacts,
+    documents,
+    invoice_actions,
+    invoice_list,
+    methods_views,
+    pay,
+    queries,
+    services,
+    today,
+)
 from app.web.session import portal_user, unauthorized
 
 log = logging.getLogger(__name__)
 bp = Blueprint("portal", __name__)
 FINAL_PAYMENT_STATES = ("succeeded", "failed", "canceled")
-SORTS = {"due": "Due date", "date": "Invoice date", "number": "Number", "balance": "Balance"}
-STATUSES = {"open": "Open", "overdue": "Overdue", "paid": "Paid", "all": "All"}
 
 
 @bp.before_request
@@ -46,13 +56,25 @@ def _companies() -> dict[str, Any]:
     }
 
 
+def thresholds() -> dict[str, int]:
+    """The signed-in company's approval thresholds, per currency (computed once per request)."""
+    from flask import g
+
+    if "cashloop_thresholds" not in g:
+        svc = services()
+        g.cashloop_thresholds = queries.thresholds(svc.store, svc.config, portal_user().client_id)
+    return g.cashloop_thresholds
+
+
 @bp.get("/")
 def home() -> Any:
     store, client_id, day = services().store, portal_user().client_id, today()
+    th = thresholds()
     return render_template(
         "home.html",
-        totals=queries.due_totals(store, client_id, day),
-        urgent=queries.open_invoices(store, client_id, day, limit=5),
+        totals=queries.due_totals(store, client_id, day, th),
+        credits=queries.credit_totals(store, client_id, day),
+        urgent=queries.open_invoices(store, client_id, day, limit=5, th=th),
         last_payment=queries.last_payment(store, client_id),
     )
 
@@ -64,55 +86,66 @@ def _int_arg(name: str, default: int) -> int:
         return default
 
 
-def _filters() -> queries.InvoiceFilters:
-    args = request.args
-    kind = args.get("kind", "")
-    status = args.get("status", "open")
-    sort = args.get("sort", "due")
-    return queries.InvoiceFilters(
-        kind=kind if kind in KIND_LABELS else "",
-        status=status if status in STATUSES else "open",  # type: ignore[arg-type]
-        q=args.get("q", "").strip()[:100],
-        sort=sort if sort in SORTS else "due",
-        direction="desc" if args.get("dir") == "desc" else "asc",
-        page=_int_arg("page", 1),
-    )
-
-
 @bp.get("/invoices")
 def invoices() -> Any:
-    f = _filters()
-    result = queries.list_invoices(services().store, portal_user().client_id, today(), f)
+    svc, client_id = services(), portal_user().client_id
+    f, errors = invoice_list.filters_from_args(request.args)
+    result = invoice_list.list_invoices(svc.store, client_id, today(), f, thresholds=thresholds())
 
     def page_url(**changes: Any) -> str:
-        params = {
-            "kind": f.kind,
-            "status": f.status,
-            "q": f.q,
-            "sort": f.sort,
-            "dir": f.direction,
-            "page": result.page,
-            **changes,
-        }
-        return url_for("portal.invoices", **{k: v for k, v in params.items() if v not in ("", None)})
+        return url_for("portal.invoices", **f.params(**{"page": result.page, **changes}))
 
     return render_template(
-        "invoices.html", f=f, result=result, page_url=page_url, sorts=SORTS, statuses=STATUSES
+        "invoices.html",
+        f=f,
+        errors=errors,
+        result=result,
+        page_url=page_url,
+        sorts=invoice_list.SORTS,
+        statuses=invoice_list.STATUS_FILTERS,
+        options=invoice_list.filter_options(svc.store, client_id),
+        can_select=current_user.can_pay and any(r.payable_minor > 0 for r in result.rows),
     )
+
+
+def _reminders_sent(invoice_id: int) -> list[sqlite3.Row]:
+    try:
+        return services().store.all(
+            "SELECT sent_on, balance_minor FROM reminders_sent WHERE invoice_id = ? AND outcome = 'sent' "
+            "ORDER BY sent_on", (invoice_id,))
+    except sqlite3.OperationalError:  # the reminders migration is not in this release
+        return []
+
+
+def find_invoice_or_404(token: str) -> queries.InvoiceRow:
+    row = queries.find_invoice(services().store, portal_user().client_id, token, today(), thresholds())
+    if row is None:
+        abort(404)
+    return row
 
 
 @bp.get("/invoices/<token>")
 def invoice(token: str) -> Any:
+    from app.core import approvals
+    from app.web import payment_rules
+
     svc, client_id = services(), portal_user().client_id
-    row = queries.find_invoice(svc.store, client_id, token, today())
-    if row is None:
-        abort(404)
+    row = find_invoice_or_404(token)
+    db = svc.store.db
+    approval = svc.store.one("SELECT approved_by, approved_at FROM invoice_approvals WHERE invoice_id = ?",
+                             (row.id,)) if approvals.is_approved(db, row.id) else None
     return render_template(
         "invoice.html",
         inv=row,
         lines=queries.invoice_lines(svc.store, row.id),
         payments=queries.invoice_payments(svc.store, client_id, row.id),
+        disputes=line_disputes.disputes_for_invoice(db, row.id),
+        reminders=_reminders_sent(row.id),
+        needs_approval=approvals.needs_approval(db, row.id, default_threshold=svc.config.portal.approval_threshold),
+        approval=approval,
+        methods=payment_rules.methods_for_kinds(svc, client_id, [row.kind]),
         allow_partial=svc.config.portal.allow_partial_payments,
+        minimum=svc.config.portal.minimum_partial_payment,
     )
 
 
@@ -145,6 +178,7 @@ def payment(token: str) -> Any:
         p=row,
         lines=queries.payment_lines(svc.store, client_id, row["id"]),
         retry_url=pay.retry_url(svc.store, client_id, row["id"]),
+        receipt_sent=queries.receipt_sent(svc.store, row["id"]),
     )
 
 
@@ -160,3 +194,12 @@ def switch_company() -> Any:
 
 
 pay.register(bp)
+invoice_actions.register(bp)
+documents.register(bp)
+methods_views.register(bp)
+autopay_views.register(bp)
+contacts.register(bp)
+
+from app.web import authenticate  # noqa: E402 - registers its page on this blueprint, like pay
+
+authenticate.register(bp)

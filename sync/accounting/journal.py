@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 
 from app.core.money import Money
-from sync.base import JournalPayment
+from sync.base import JournalPayment, JournalReversal
 
 COLUMNS = [
     "entry_key",
@@ -32,6 +32,7 @@ COLUMNS = [
 ]
 CLEARING_ACCOUNT = "Stripe clearing"
 RECEIVABLE_ACCOUNT = "Accounts receivable"
+SURCHARGE_ACCOUNT = "Card surcharge income"
 
 
 def _safe(value: str) -> str:
@@ -82,13 +83,50 @@ class JournalSink:
                     f"applied to invoice {number}",
                 ]
             )
+        if p.surcharge_minor:
+            rows.append([*common, "", SURCHARGE_ACCOUNT, "", amount(p.surcharge_minor), p.currency,
+                         "card surcharge"])
         return rows
+
+    def reversal_lines(self, r: JournalReversal, key: str) -> list[list[str]]:
+        """A refund or dispute reverses the payment's entry (debit receivable, credit clearing); a won
+        dispute books it again. Debits equal credits to the minor unit."""
+
+        def amount(minor: int) -> str:
+            return str(Money(minor, r.currency).to_decimal())
+
+        back = r.kind != "dispute_won"
+        common = [key, r.occurred_on.isoformat(), r.payment_token, r.processor_ref or "",
+                  _safe(r.client_name), _safe(r.client_remote_id)]
+        what = {"refund": f"refund {r.reference}", "dispute": f"dispute {r.reference}",
+                "dispute_won": f"dispute {r.reference} won"}[r.kind]
+        clearing = amount(r.amount_minor)
+        debit, credit = ("", clearing) if back else (clearing, "")
+        rows = [[*common, "", CLEARING_ACCOUNT, debit, credit, r.currency, f"{what} of {r.payment_token}"]]
+        for number, minor in r.allocations:
+            debit, credit = (amount(minor), "") if back else ("", amount(minor))
+            rows.append([*common, _safe(number), RECEIVABLE_ACCOUNT, debit, credit, r.currency,
+                         f"{what}: invoice {number}"])
+        if r.surcharge_minor:
+            debit, credit = (amount(r.surcharge_minor), "") if back else ("", amount(r.surcharge_minor))
+            rows.append([*common, "", SURCHARGE_ACCOUNT, debit, credit, r.currency,
+                         f"{what}: card surcharge"])
+        return rows
+
+    def push_reversal(self, reversal: JournalReversal, *, key: str) -> str:
+        """Append the reversing entry unless `key` is already there; returns `key`."""
+        if sum(a for _, a in reversal.allocations) + reversal.surcharge_minor != reversal.amount_minor:
+            raise ValueError(f"{reversal.kind} {reversal.reference}: lines do not add up to the amount")
+        return self._append(key, self.reversal_lines(reversal, key))
 
     def push_payment(self, payment: JournalPayment, *, key: str) -> str:
         """Append the payment's entry unless `key` is already there; returns `key` as the reference."""
-        if sum(a for _, a in payment.allocations) != payment.amount_minor:
+        if sum(a for _, a in payment.allocations) + payment.surcharge_minor != payment.amount_minor:
             # Unapplied money is not silently parked: the ledger must allocate every minor unit.
             raise ValueError(f"payment {payment.payment_token}: allocations do not add up to the amount")
+        return self._append(key, self.entry_lines(payment, key))
+
+    def _append(self, key: str, lines: list[list[str]]) -> str:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a+", encoding="utf-8", newline="") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -103,6 +141,6 @@ class JournalSink:
             out = csv.writer(fh)
             if not existing:
                 out.writerow(COLUMNS)
-            out.writerows(self.entry_lines(payment, key))
+            out.writerows(lines)
             fh.flush()
         return key

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from app.config import StripeSettings
 
 API_VERSION = "2026-10-28.endive"
+AUTHENTICATION_REQUIRED = "authentication_required"
 
 
 class BadSignature(Exception):
@@ -47,6 +48,43 @@ class CardDeclined(Exception):
     message: str
     code: str | None = None
     intent_id: str | None = None
+    decline_code: str | None = None
+
+
+@dataclass(frozen=True)
+class RefundState:
+    refund_id: str
+    status: str  # succeeded | pending | requires_action | failed | canceled
+    amount_minor: int
+    currency: str
+    charge_id: str | None
+    intent_id: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DisputeState:
+    dispute_id: str
+    charge_id: str | None
+    intent_id: str | None
+    amount_minor: int
+    currency: str
+    status: str  # warning_needs_response, needs_response, under_review, won, lost, ...
+    reason: str
+
+
+def _refund(obj: Any) -> RefundState:
+    r = _plain(obj)
+    charge = r.get("charge")
+    return RefundState(
+        refund_id=r["id"],
+        status=r.get("status") or "succeeded",
+        amount_minor=int(r["amount"]),
+        currency=str(r["currency"]).upper(),
+        charge_id=charge if isinstance(charge, str) or charge is None else charge.get("id"),
+        intent_id=r.get("payment_intent") if isinstance(r.get("payment_intent"), str) else None,
+        metadata=dict(r.get("metadata") or {}),
+    )
 
 
 @dataclass(frozen=True)
@@ -57,6 +95,8 @@ class SavedMethod:
     last4: str | None
     exp_month: int | None
     exp_year: int | None
+    bank_name: str | None = None
+    routing_number: str | None = None
 
 
 def _plain(obj: Any) -> Any:
@@ -70,9 +110,15 @@ def _state(pi: Any) -> IntentState:
     # The double returns latest_charge expanded; Stripe returns an id unless asked to expand.
     charge_id = latest if isinstance(latest, str) or latest is None else latest.get("id")
     err = pi.get("last_payment_error") or {}
+    status = pi["status"]
+    if status == "requires_payment_method" and err.get("code") == AUTHENTICATION_REQUIRED:
+        # NOTE: off-session, Stripe fails a charge that needs 3-D Secure with authentication_required
+        # and leaves the PaymentIntent for the customer to confirm on-session: for us that is
+        # "requires_action", not a decline to retry (https://docs.stripe.com/payments/save-and-reuse).
+        status = "requires_action"
     return IntentState(
         intent_id=pi["id"],
-        status=pi["status"],
+        status=status,
         amount_minor=int(pi["amount"]),
         currency=str(pi["currency"]).upper(),
         metadata=dict(pi.get("metadata") or {}),
@@ -104,7 +150,13 @@ class StripeGateway:
         except stripe.CardError as exc:
             err = exc.error
             intent = getattr(err, "payment_intent", None) if err else None
-            intent_id = intent.get("id") if isinstance(intent, Mapping) else intent
+            # Stripe sends the PaymentIntent expanded (a StripeObject), the double sends none.
+            if isinstance(intent, Mapping):
+                intent_id = intent.get("id")
+            elif isinstance(intent, str) or intent is None:
+                intent_id = intent
+            else:
+                intent_id = getattr(intent, "id", None)
             if intent_id is None and err is not None and getattr(err, "charge", None):
                 # The double reports only the charge; its PaymentIntent is one lookup away.
                 try:
@@ -112,7 +164,8 @@ class StripeGateway:
                     intent_id = _plain(charge).get("payment_intent")
                 except stripe.StripeError:
                     intent_id = None
-            raise CardDeclined(exc.user_message or str(exc), getattr(err, "code", None), intent_id) from exc
+            raise CardDeclined(exc.user_message or str(exc), getattr(err, "code", None), intent_id,
+                               getattr(err, "decline_code", None)) from exc
         except (stripe.APIConnectionError, stripe.RateLimitError) as exc:
             raise ConnectorError(
                 f"Stripe unreachable or busy: {exc.user_message or exc}", retryable=True
@@ -160,18 +213,20 @@ class StripeGateway:
         metadata: Mapping[str, str],
         key: str,
         off_session: bool = False,
+        method_type: str = "card",
     ) -> IntentState:
-        """Create and confirm a PaymentIntent for `payment_method`.
+        """Create and confirm a PaymentIntent for `payment_method` (`method_type` card or us_bank_account).
 
         Not idempotent at the double (it ignores Idempotency-Key); callers guard with their own
-        claim on the payment row before calling. Raises CardDeclined or ConnectorError.
+        claim on the payment row before calling. Raises CardDeclined (code authentication_required
+        when an off-session charge needs the customer) or ConnectorError.
         """
         params: dict[str, Any] = {
             "amount": amount_minor,
             "currency": currency.lower(),
             "customer": customer_id,
             "payment_method": payment_method,
-            "payment_method_types": ["card"],
+            "payment_method_types": [method_type],
             "confirm": True,
             "metadata": dict(metadata),
         }
@@ -198,20 +253,66 @@ class StripeGateway:
     def payment_method(self, pm_id: str) -> SavedMethod:
         pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
         card = pm.get("card") or {}
+        bank = pm.get("us_bank_account") or {}
         return SavedMethod(
             processor_ref=pm["id"],
             type=pm.get("type") or "card",
             brand=card.get("brand"),
-            last4=card.get("last4"),
+            last4=card.get("last4") or bank.get("last4"),
             exp_month=card.get("exp_month"),
             exp_year=card.get("exp_year"),
+            bank_name=bank.get("bank_name"),
+            routing_number=bank.get("routing_number"),
         )
 
     def attach_method(self, pm_id: str, customer_id: str) -> None:
         """Attach a method to a customer unless it already is (the double does not do it on setup)."""
         pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
         if not pm.get("customer"):
-            self._call(self._client.v1.payment_methods.attach, pm_id, params={"customer": customer_id})
+            self._call(self._client.v1.payment_methods.attach, pm_id, params={"customer": customer_id},
+                       options={"idempotency_key": f"attach-{pm_id}-{customer_id}"})
+
+    def create_refund(self, *, intent_id: str, amount_minor: int, metadata: Mapping[str, str],
+                      key: str) -> RefundState:
+        """Refund `amount_minor` of a PaymentIntent. Idempotent at Stripe by `key`; raises ConnectorError
+        (status 400 when Stripe refuses it, e.g. more than is left to refund)."""
+        refund = self._call(
+            self._client.v1.refunds.create,
+            params={"payment_intent": intent_id, "amount": amount_minor, "metadata": dict(metadata)},
+            options={"idempotency_key": key},
+        )
+        return _refund(refund)
+
+    def list_refunds(
+        self, *, intent_id: str | None = None, charge_id: str | None = None
+    ) -> list[RefundState]:
+        """Every refund of a PaymentIntent or a charge, as Stripe has them now."""
+        params: dict[str, Any] = {"limit": 100}
+        if charge_id:
+            params["charge"] = charge_id
+        else:
+            params["payment_intent"] = intent_id
+        page = self._call(self._client.v1.refunds.list, params=params)
+        return [_refund(r) for r in page.auto_paging_iter()]
+
+    def charge_intent(self, charge_id: str) -> str | None:
+        """The PaymentIntent a charge belongs to."""
+        return _plain(self._call(self._client.v1.charges.retrieve, charge_id)).get("payment_intent")
+
+    def retrieve_dispute(self, dispute_id: str) -> DisputeState:
+        """A dispute as Stripe has it now (webhooks re-read it)."""
+        d = _plain(self._call(self._client.v1.disputes.retrieve, dispute_id))
+        charge = d.get("charge")
+        intent = d.get("payment_intent")
+        return DisputeState(
+            dispute_id=d["id"],
+            charge_id=charge if isinstance(charge, str) else (charge or {}).get("id"),
+            intent_id=intent if isinstance(intent, str) or intent is None else intent.get("id"),
+            amount_minor=int(d["amount"]),
+            currency=str(d["currency"]).upper(),
+            status=d["status"],
+            reason=d.get("reason") or "",
+        )
 
     def parse_webhook(self, body: bytes, signature: str | None) -> dict[str, Any]:
         """Verify `Stripe-Signature` over the raw body; returns the event as a dict."""

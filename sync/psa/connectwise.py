@@ -19,6 +19,7 @@ import requests
 
 from app.core.clock import Clock, parse_vendor_date, parse_vendor_time
 from app.core.money import Money, MoneyError, check_currency
+from sync import sweep
 from sync.base import (
     ConnectorError,
     InvoiceKind,
@@ -157,8 +158,8 @@ def invoice_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
     refs = invoice_refs(raw)
     lines: tuple[RemoteLine, ...] = ()
     if currency and not problems:
-        if raw.get("subtotal") is None:
-            amounts["subtotal"] = amounts["total"] - amounts["salesTax"]
+        _settle_subtotal(raw, currency, amounts, problems)
+    if currency and not problems:
         lines = _invoice_lines(raw, currency, amounts, refs, problems)
     if problems:
         raise RecordError("; ".join(problems))
@@ -207,9 +208,11 @@ def invoice_refs(raw: Mapping[str, Any]) -> dict[str, str | None]:
 
 
 def invoice_kind(raw: Mapping[str, Any], refs: Mapping[str, str | None]) -> InvoiceKind:
-    """CreditMemo first, then what the invoice applies to (reference or applyToType), then its totals."""
+    """CreditMemo (or any negative total) first, then what the invoice applies to (reference or
+    applyToType), then its totals. A negative invoice is money owed to the client: shown as a credit,
+    never as an invoice whose balance below zero would read as "paid"."""
     kind_type, apply_to = raw.get("type"), raw.get("applyToType")
-    if kind_type == "CreditMemo":
+    if kind_type == "CreditMemo" or _negative(raw.get("total")):
         return "credit_memo"
     if kind_type == "Agreement" or refs.get("agreement") or apply_to == "Agreement":
         return "agreement"
@@ -368,6 +371,9 @@ def _category_lines(
         if minor:
             line_refs = {"agreement": refs["agreement"]} if field_name == "agreementAmount" else work_refs
             lines.append(RemoteLine(label, "1", minor, minor, **line_refs))
+    if amounts.get("downpayment"):
+        minor = -amounts["downpayment"]
+        lines.append(RemoteLine("Down payment applied", "1", minor, minor, **work_refs))
     rest = amounts["subtotal"] - sum(line.amount_minor for line in lines)
     if rest:
         label = f"Invoice {raw.get('invoiceNumber')}" if not lines else "Adjustments"
@@ -417,6 +423,38 @@ def _positive(value: Any) -> bool:
         return Decimal(repr(value) if isinstance(value, float) else str(value)) > 0
     except (InvalidOperation, ValueError):
         return False
+
+
+def _negative(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        return False
+    try:
+        return Decimal(repr(value) if isinstance(value, float) else str(value)) < 0
+    except (InvalidOperation, ValueError):
+        return False
+
+
+def _settle_subtotal(
+    raw: Mapping[str, Any], currency: str, amounts: dict[str, int], problems: list[str]
+) -> None:
+    # The portal and the books rely on subtotal + tax = total. CW leaves subtotal out of partial
+    # responses, and a down payment applied on the invoice is the one known gap between them; it
+    # becomes a negative line ("Down payment applied") so that the lines still sum to the subtotal.
+    total, tax = amounts["total"], amounts["salesTax"]
+    if raw.get("subtotal") is None:
+        amounts["subtotal"] = total - tax
+        return
+    given = amounts["subtotal"]
+    if given + tax == total:
+        return
+    downpayment = _amount(raw, "downpaymentApplied", currency, problems)
+    if downpayment and given + tax - downpayment == total:
+        amounts["subtotal"] = total - tax
+        amounts["downpayment"] = downpayment
+        return
+    money = lambda minor: Money(minor, currency).to_decimal()  # noqa: E731 - local formatting only
+    problems.append(f"subtotal {money(given)} + tax {money(tax)} is {money(given + tax)} but total is "
+                    f"{money(total)}")
 
 
 def _email(raw: Mapping[str, Any]) -> str | None:
@@ -478,6 +516,7 @@ class ConnectWise:
 
     kind = "connectwise"
     supports_payment_writeback = True
+    supports_deletion_check = True
 
     def __init__(self, settings: ConnectWiseSettings, http: HttpClient, clock: Clock) -> None:
         base = settings.base_url or f"https://{settings.site}/{settings.codebase}apis/3.0"
@@ -531,24 +570,55 @@ class ConnectWise:
             raise ConnectorError(f"POST {path}: response carries no payment id", retryable=False)
         return str(created["id"])
 
+    def invoice_ids(self) -> Iterator[str]:
+        """Every invoice id at ConnectWise, 1,000 a request (`fields=id`, keyset on id)."""
+        last_id = 0
+        while True:
+            params: dict[str, Any] = {"orderBy": "id asc", "pageSize": MAX_PAGE_SIZE, "fields": "id"}
+            if last_id:
+                params["conditions"] = f"id > {last_id}"
+            resp = self._get("/finance/invoices", params)
+            records = _json(resp)
+            if not isinstance(records, list):
+                raise ConnectorError("GET /finance/invoices: expected a JSON array", retryable=False)
+            ids = [r["id"] for r in records if isinstance(r, dict) and _is_int(r.get("id"))]
+            yield from (str(i) for i in ids)
+            if len(records) < MAX_PAGE_SIZE or not _has_next(resp) or not ids or max(ids) <= last_id:
+                return
+            last_id = max(ids)
+
+    def estimate(self, obj: str, cursor: str | None) -> int | None:
+        """How many records a sweep from `cursor` will read (for the progress bar); None if unknown."""
+        path = {"companies": "/company/companies", "contacts": "/company/contacts",
+                "invoices": "/finance/invoices"}[obj]
+        state = sweep.begin(cursor)
+        conditions = self._conditions(sweep.parse_time(state.since), state.after)
+        params = {"conditions": conditions} if conditions else {}
+        body = _json(self._get(path + "/count", params))
+        count = body.get("count") if isinstance(body, dict) else None
+        return count if _is_int(count) else None
+
     def _changed(self, path: str, obj: Any, mapper: Callable[..., Any], cursor: str | None) -> Iterator[Page]:
-        """Keyset paging (`id > last`, orderBy id asc) over records changed after `cursor`.
+        """Keyset paging (`id > last`, orderBy id asc) over records changed after the sweep's start.
 
         Keyset rather than page numbers: a record deleted mid-sweep would shift page offsets and
-        silently skip a neighbour. The cursor only moves on the sweep's last page: pages come in id
-        order, not lastUpdated order, so committing the max seen after page 1 and crashing would
-        lose an older change on page 2. Changes made during the sweep are caught by the core's
-        overlap window.
+        silently skip a neighbour. Pages come in id order, not lastUpdated order, so the change
+        cursor only moves on the sweep's last page; the pages before carry the sweep's position
+        (sync/sweep.py), which resumes a killed sweep after its last committed page. Changes made
+        during the sweep are caught by the core's overlap window.
         """
-        since = parse_cursor(cursor)
-        newest, last_id = since, 0
+        state = sweep.begin(cursor)
+        since = sweep.parse_time(state.since)
+        if state.since and since is None:
+            raise ConnectorError(f"unreadable ConnectWise cursor {state.since!r}", retryable=False)
+        newest = sweep.parse_time(state.newest)
+        last_id = state.after
+        now = self._clock.utc_now()
         while True:
-            conditions = [f"lastUpdated > [{format_cursor(since)}]"] if since else []
-            if last_id:
-                conditions.append(f"id > {last_id}")
             params: dict[str, Any] = {"orderBy": "id asc", "pageSize": self._page_size}
+            conditions = self._conditions(since, last_id)
             if conditions:
-                params["conditions"] = " and ".join(conditions)
+                params["conditions"] = conditions
             resp = self._get(path, params)
             records = _json(resp)
             if not isinstance(records, list):
@@ -558,19 +628,26 @@ class ConnectWise:
             for raw in records:
                 items.append(map_or_reject(obj, mapper, raw, self._rules))
                 if isinstance(raw, dict):
-                    seen = last_updated(raw)
-                    if seen and (newest is None or seen > newest):
-                        newest = seen
-                    if isinstance(raw.get("id"), int) and not isinstance(raw.get("id"), bool):
+                    newest = sweep.newer(newest, last_updated(raw), now)
+                    if _is_int(raw.get("id")):
                         page_last_id = max(page_last_id, raw["id"])
             more = len(records) >= self._page_size and _has_next(resp)
             if more and page_last_id <= last_id:
                 raise ConnectorError(f"GET {path}: a full page without increasing ids", retryable=False)
             last_id = page_last_id
-            done = since if more else newest
-            yield Page(items, format_cursor(done) if done else None)
-            if not more:
-                return
+            if more:
+                state = state.advance(after=last_id, newest=newest)
+                yield Page(items, state.encode())
+                continue
+            yield Page(items, state.final_cursor(newest))
+            return
+
+    @staticmethod
+    def _conditions(since: datetime | None, last_id: int) -> str:
+        parts = [f"lastUpdated > [{format_cursor(since)}]"] if since else []
+        if last_id:
+            parts.append(f"id > {last_id}")
+        return " and ".join(parts)
 
     def _all(self, path: str) -> Iterator[dict[str, Any]]:
         page = 1
@@ -624,6 +701,10 @@ def map_or_reject(obj: Any, mapper: Callable[..., Any], raw: Any, rules: Mapping
         reason = f"unexpected record shape ({type(exc).__name__}: {exc})"
     remote_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
     return Rejected(obj, remote_id, reason, raw if isinstance(raw, dict) else {"value": raw})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _has_next(resp: requests.Response) -> bool:

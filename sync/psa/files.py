@@ -72,6 +72,7 @@ class FilesSource:
 
     kind = "files"
     supports_payment_writeback = True
+    supports_payment_reversal = True  # a refund or dispute is written as a line with a negative amount
 
     def __init__(self, settings: FilesSettings, clock: Clock) -> None:
         self._folder = Path(settings.path)

@@ -354,6 +354,11 @@ class ConnectWiseFake:
     ) -> tuple[int, dict[str, str], Any]:
         if method == "GET" and template in _LISTS:
             return self._list(template, getattr(self, _LISTS[template]), query, headers)
+        if method == "GET" and template.removesuffix("/count") in _LISTS:
+            listed = template.removesuffix("/count")
+            schema = {"companies": "Company", "contacts": "Contact", "invoices": "Invoice"}[_LISTS[listed]]
+            clauses = _parse_conditions(query.get("conditions", ""), self._schemas[schema]["properties"])
+            return 200, {}, {"count": sum(_matches(r, clauses) for r in getattr(self, _LISTS[listed]))}
         if method == "GET" and template == "/finance/invoices/{id}":
             return 200, {}, self._invoice(int(params["id"]))
         if template == "/finance/invoices/{parentId}/payments":

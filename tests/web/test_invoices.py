@@ -135,7 +135,7 @@ def test_list_checkboxes_are_for_payable_invoices_only(signed_in, svc, acme):
     open_ = f.make_invoice(svc, acme, "INV-OPEN", total_minor=5_000)
     html = _page(signed_in, "/invoices?status=all")
     assert re.findall(r'name="invoice" value="([^"]+)"', html) == [open_.token]
-    assert "Processing" in html and "Paid" in html
+    assert "Payment pending" in html and "Paid" in html
 
 
 def test_due_today_and_overdue_follow_the_msp_time_zone(signed_in, svc, acme, clock):

@@ -16,6 +16,7 @@ import requests
 
 from app.config import ConnectWiseSettings, Secret
 from app.core.clock import FrozenClock
+from sync import sweep
 from sync.base import ConnectorError, PaymentWriteBack, RecordError, Rejected, RemoteInvoice
 from sync.http import HttpClient
 from sync.psa.connectwise import (
@@ -314,7 +315,10 @@ def test_invoices_page_until_a_short_page_and_cursor_moves_on_the_last(
     pages = list(make_cw(fake, sleeps, frozen_clock, page_size=2).invoices(None))
     assert [len(p.items) for p in pages] == [2, 2, 1]
     assert all(isinstance(i, RemoteInvoice) for p in pages for i in p.items)
-    assert [p.cursor for p in pages] == [None, None, "2025-03-01T12:04:00Z"]
+    # Between pages the cursor is the sweep's position; the change cursor comes with the last page.
+    positions = [sweep.decode(p.cursor) for p in pages[:-1]]
+    assert [(s.since, s.after) for s in positions] == [(None, 90301), (None, 90303)]  # type: ignore[union-attr]
+    assert pages[-1].cursor == "2025-03-01T12:04:00Z"
     gets = [r.query for r in fake.requests]
     assert [q.get("conditions") for q in gets] == [None, "id > 90301", "id > 90303"]
     assert all(q["orderBy"] == "id asc" and q["pageSize"] == "2" for q in gets)
@@ -345,9 +349,11 @@ def test_a_sweep_interrupted_after_page_one_loses_nothing(
     fake.add_invoice(invoice(id=2, invoiceNumber="B", _info={"lastUpdated": "2025-03-08T00:00:00Z"}))
     cw = make_cw(fake, sleeps, frozen_clock, page_size=1)
     first = next(iter(cw.invoices("2025-03-01T00:00:00Z")))  # the process dies after committing this page
-    assert first.cursor == "2025-03-01T00:00:00Z"
-    resumed = [i.number for p in cw.invoices(first.cursor) for i in p.items]
-    assert resumed == ["A", "B"]
+    assert [i.number for i in first.items] == ["A"]
+    resumed = list(cw.invoices(first.cursor))
+    assert [i.number for p in resumed for i in p.items] == ["B"]
+    # The change cursor at the end covers both pages: A's later edit is not lost to B's earlier one.
+    assert resumed[-1].cursor == "2025-03-09T00:00:00Z"
 
 
 def test_companies_and_contacts_page_through_the_fake(
@@ -589,3 +595,52 @@ def test_connectwise_base_url_is_built_from_site_and_codebase() -> None:
     cw = ConnectWise(settings, HttpClient(timeout=1), FrozenClock(T0))
     assert cw._base == "https://eu.myconnectwise.net/v2025_1/apis/3.0"
     assert copy.copy(cw).kind == "connectwise"
+
+
+# ---- hardening: totals that do not add up, credits, deletions, counts, far-future stamps -------
+
+
+def test_a_subtotal_and_tax_that_do_not_make_the_total_are_rejected() -> None:
+    with pytest.raises(RecordError, match=r"subtotal 199\.99 \+ tax 16\.50 is 216\.49 but total is 226\.49"):
+        invoice_from_api(invoice(total=226.49))
+
+
+def test_a_down_payment_applied_becomes_a_negative_line_and_the_lines_still_sum() -> None:
+    inv = invoice_from_api(invoice(total=166.49, downpaymentApplied=50.0))
+    assert (inv.subtotal_minor, inv.tax_minor, inv.total_minor) == (14999, 1650, 16649)
+    assert ("Down payment applied", -5000) in [(x.description, x.amount_minor) for x in inv.lines]
+    assert sum(x.amount_minor for x in inv.lines) == inv.subtotal_minor
+
+
+def test_a_negative_invoice_of_any_type_is_a_credit() -> None:
+    raw = invoice(type="Standard", total=-50.0, subtotal=-50.0, salesTax=0, serviceTotal=-50.0, productTotal=0)
+    assert invoice_from_api(raw).kind == "credit_memo"
+
+
+def test_invoice_ids_lists_every_id_with_fields_id_in_keyset_pages(
+    fake: ConnectWiseFake, sleeps: list[float], frozen_clock: FrozenClock
+) -> None:
+    seed_invoices(fake, 3)
+    assert list(make_cw(fake, sleeps, frozen_clock).invoice_ids()) == ["90300", "90301", "90302"]
+    (req,) = fake.requests
+    assert (req.query["fields"], req.query["pageSize"], req.query["orderBy"]) == ("id", "1000", "id asc")
+
+
+def test_estimate_counts_what_a_sweep_will_read(
+    fake: ConnectWiseFake, sleeps: list[float], frozen_clock: FrozenClock
+) -> None:
+    seed_invoices(fake, 5)
+    cw = make_cw(fake, sleeps, frozen_clock)
+    assert cw.estimate("invoices", None) == 5
+    assert cw.estimate("invoices", "2025-03-01T12:02:00Z") == 2
+    assert fake.requests[-1].path == "/finance/invoices/count"
+
+
+def test_one_record_stamped_in_the_far_future_does_not_drag_the_cursor_there(
+    fake: ConnectWiseFake, sleeps: list[float], frozen_clock: FrozenClock
+) -> None:
+    seed_invoices(fake, 2)
+    fake.add_invoice(invoice(id=90399, invoiceNumber="FUTURE", _info={"lastUpdated": "2099-01-01T00:00:00Z"}))
+    pages = list(make_cw(fake, sleeps, frozen_clock).invoices(None))
+    # The cursor stops a few minutes after now: later edits of other records stay visible.
+    assert pages[-1].cursor == "2026-03-10T15:05:00Z"

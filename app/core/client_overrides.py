@@ -1,0 +1,195 @@
+"""Per-client exceptions to the MSP's defaults, set by the finance team and audited.
+
+`None` in a field means "use the default" (from config, or the area that owns the behaviour):
+- `reminder_offsets`: days relative to the due date a reminder goes (-3 = three days before);
+- `is_paused`: a collections hold: no reminders and no autopay charges while set;
+- `autopay_allowed`: whether the client may turn autopay on (and keep it running);
+- `payment_methods`: which methods the client may pay with in the portal;
+- `grace_days`: days after the due date before an invoice counts as late for reminders/fees;
+- `approval_threshold`: invoices above it need an approver before they are paid.
+Reminders, autopay and approvals read these with `get_overrides`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from sqlite_utils import Database
+
+from app.core.audit import audit
+from app.core.clock import Clock, to_db
+from app.core.money import Money, MoneyError
+
+PORTAL_METHODS = ("card", "ach")
+MAX_OFFSETS = 12
+
+
+class OverrideError(ValueError):
+    """Some fields are wrong; `errors` maps each field name to a message for the person."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class ClientOverrides:
+    reminder_offsets: tuple[int, ...] | None = None
+    is_paused: bool = False
+    pause_reason: str = ""
+    autopay_allowed: bool = True
+    payment_methods: tuple[str, ...] | None = None
+    grace_days: int | None = None
+    approval_threshold: Money | None = None
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready view (for the audit log and the page)."""
+        d = asdict(self)
+        d["approval_threshold"] = (
+            None
+            if self.approval_threshold is None
+            else [self.approval_threshold.amount_minor, self.approval_threshold.currency]
+        )
+        return d
+
+
+DEFAULTS = ClientOverrides()
+
+
+def get_overrides(db: Database, client_id: int) -> ClientOverrides:
+    """The client's overrides; DEFAULTS when none were ever set."""
+    row = db.execute("SELECT * FROM client_overrides WHERE client_id = ?", (client_id,)).fetchone()
+    if row is None:
+        return DEFAULTS
+    threshold = None
+    if row["approval_threshold_minor"] is not None:
+        threshold = Money(row["approval_threshold_minor"], row["approval_threshold_currency"])
+    offsets = json.loads(row["reminder_offsets_json"]) if row["reminder_offsets_json"] else None
+    methods = json.loads(row["payment_methods_json"]) if row["payment_methods_json"] else None
+    return ClientOverrides(
+        reminder_offsets=None if offsets is None else tuple(offsets),
+        is_paused=bool(row["is_paused"]),
+        pause_reason=row["pause_reason"] or "",
+        autopay_allowed=bool(row["autopay_allowed"]),
+        payment_methods=None if methods is None else tuple(methods),
+        grace_days=row["grace_days"],
+        approval_threshold=threshold,
+    )
+
+
+def _offsets(text: str) -> tuple[int, ...] | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        values = [int(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise ValueError("list whole days relative to the due date, such as -3, 0, 7, 14") from None
+    if not values:
+        return None
+    if len(values) > MAX_OFFSETS:
+        raise ValueError(f"at most {MAX_OFFSETS} reminders")
+    if any(v < -60 or v > 365 for v in values):
+        raise ValueError("each day must be between -60 (before the due date) and 365 (after it)")
+    if len(set(values)) != len(values):
+        raise ValueError("a day appears twice")
+    return tuple(sorted(values))
+
+
+def from_form(form: Mapping[str, object], currency: str) -> ClientOverrides:
+    """Read the overrides form; raises OverrideError naming every wrong field. Blank = default."""
+    errors: dict[str, str] = {}
+
+    def text(name: str) -> str:
+        value = form.get(name, "")
+        return value.strip() if isinstance(value, str) else ""
+
+    offsets = None
+    try:
+        offsets = _offsets(text("reminder_offsets"))
+    except ValueError as exc:
+        errors["reminder_offsets"] = f"Reminder days: {exc}."
+    grace: int | None = None
+    if text("grace_days"):
+        if not text("grace_days").isdigit() or int(text("grace_days")) > 90:
+            errors["grace_days"] = "Grace days: a whole number from 0 to 90, or blank for the default."
+        else:
+            grace = int(text("grace_days"))
+    threshold = None
+    if text("approval_threshold"):
+        try:
+            threshold = Money.from_decimal(text("approval_threshold").replace(",", ""), currency)
+            if threshold.amount_minor <= 0:
+                raise MoneyError("not positive")
+        except MoneyError:
+            errors["approval_threshold"] = (
+                f"Approval threshold: a positive amount in {currency} such as 5000.00, or blank for none."
+            )
+    methods: tuple[str, ...] | None = None
+    if form.get("restrict_methods"):
+        chosen = form.get("payment_methods", ())
+        picked = [
+            m for m in PORTAL_METHODS if m in (chosen if isinstance(chosen, list | tuple) else [chosen])
+        ]
+        if not picked:
+            errors["payment_methods"] = "Payment methods: allow at least one, or untick the restriction."
+        methods = tuple(picked)
+    paused = bool(form.get("is_paused"))
+    reason = text("pause_reason")[:200]
+    if paused and not reason:
+        errors["pause_reason"] = "Say why the client is paused (the team sees it on the client page)."
+    if errors:
+        raise OverrideError(errors)
+    return ClientOverrides(
+        reminder_offsets=offsets,
+        is_paused=paused,
+        pause_reason=reason if paused else "",
+        autopay_allowed=bool(form.get("autopay_allowed")),
+        payment_methods=methods,
+        grace_days=grace,
+        approval_threshold=threshold,
+    )
+
+
+def set_overrides(db: Database, clock: Clock, client_id: int, new: ClientOverrides, *, actor: str) -> bool:
+    """Store `new` for the client and audit the change (before and after); False if nothing changed."""
+    before = get_overrides(db, client_id)
+    if before == new:
+        return False
+    threshold = new.approval_threshold
+    db.execute(
+        "INSERT INTO client_overrides (client_id, reminder_offsets_json, is_paused, pause_reason, "
+        "autopay_allowed, payment_methods_json, grace_days, approval_threshold_minor, "
+        "approval_threshold_currency, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (client_id) DO UPDATE SET reminder_offsets_json = excluded.reminder_offsets_json, "
+        "is_paused = excluded.is_paused, pause_reason = excluded.pause_reason, "
+        "autopay_allowed = excluded.autopay_allowed, payment_methods_json = excluded.payment_methods_json, "
+        "grace_days = excluded.grace_days, approval_threshold_minor = excluded.approval_threshold_minor, "
+        "approval_threshold_currency = excluded.approval_threshold_currency, "
+        "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        (
+            client_id,
+            None if new.reminder_offsets is None else json.dumps(list(new.reminder_offsets)),
+            int(new.is_paused),
+            new.pause_reason or None,
+            int(new.autopay_allowed),
+            None if new.payment_methods is None else json.dumps(list(new.payment_methods)),
+            new.grace_days,
+            None if threshold is None else threshold.amount_minor,
+            None if threshold is None else threshold.currency,
+            to_db(clock.utc_now()),
+            actor,
+        ),
+    )
+    changed = {k: [v, new.describe()[k]] for k, v in before.describe().items() if v != new.describe()[k]}
+    audit(
+        db,
+        clock,
+        actor=actor,
+        action="client.overrides_changed",
+        target=f"client:{client_id}",
+        detail={"changed": changed},
+    )
+    return True

@@ -1,0 +1,41 @@
+"""Template filters of the admin pages (names start with `admin_` so they never shadow the portal's)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.core.clock import from_db
+from app.core.emails import money
+from app.web import services
+from app.web.admin import bp
+
+
+@bp.app_template_filter("admin_time")
+def local_time(instant: str | None) -> str:
+    """A stored UTC instant as the MSP's local date and time, e.g. "2026-03-10 10:00"."""
+    if not instant:
+        return ""
+    return from_db(instant).astimezone(services().config.tz).strftime("%Y-%m-%d %H:%M")
+
+
+@bp.app_template_filter("admin_amounts")
+def amounts(by_currency: dict[str, int]) -> str:
+    """{"USD": 1250, "CAD": 99} as "$12.50 · CA$0.99"; empty as "—"."""
+    return " · ".join(money(v, c) for c, v in sorted(by_currency.items())) or "—"
+
+
+@bp.app_template_filter("admin_percent")
+def percent(permille: int | None) -> str:
+    """Tenths of a percent (625) as "62.5%"; None as "—"."""
+    return "—" if permille is None else f"{permille // 10}.{permille % 10}%"
+
+
+@bp.app_template_filter("admin_json")
+def pretty_json(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -1,0 +1,83 @@
+"""Sync status per connector, the outbox, the email log and the audit log."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from flask import render_template, request
+
+from app.core.reports import utc_midnight
+from app.web import services
+from app.web.admin import bp, queries
+
+
+@bp.get("/sync")
+def sync() -> Any:
+    from app.core.sync_status import connector_status
+
+    return render_template("admin/sync.html", connectors=connector_status(services().store))
+
+
+@bp.get("/outbox")
+def outbox() -> Any:
+    view = request.args.get("view", "pending")
+    view = view if view in queries.OUTBOX_VIEWS else "pending"
+    rows, count, page, pages = queries.list_outbox(
+        services().store, view, page=request.args.get("page", 1, type=int)
+    )
+    return render_template(
+        "admin/outbox.html",
+        rows=rows,
+        count=count,
+        page=page,
+        pages=pages,
+        view=view,
+        views=queries.OUTBOX_VIEWS,
+    )
+
+
+@bp.get("/emails")
+def emails() -> Any:
+    status = request.args.get("status", "")
+    q = request.args.get("q", "").strip()[:100]
+    rows, count, page, pages = queries.list_emails(
+        services().store, status=status, q=q, page=request.args.get("page", 1, type=int)
+    )
+    return render_template(
+        "admin/emails.html", rows=rows, count=count, page=page, pages=pages, status=status, q=q
+    )
+
+
+def audit_filters() -> tuple[queries.AuditFilters, tuple[str | None, str | None], str | None]:
+    """(filters, UTC bounds of the local date range, an error for a bad date) from the query string."""
+    a = request.args
+    f = queries.AuditFilters(
+        actor=a.get("actor", "").strip()[:100],
+        action=a.get("action", "").strip()[:100],
+        target=a.get("target", "").strip()[:100],
+        since=a.get("since", "").strip(),
+        until=a.get("until", "").strip(),
+    )
+    tz = services().config.tz
+    bounds: list[str | None] = [None, None]
+    error = None
+    for n, (text, shift) in enumerate(((f.since, 0), (f.until, 1))):
+        if not text:
+            continue
+        try:
+            bounds[n] = utc_midnight(date.fromisoformat(text) + timedelta(days=shift), tz)
+        except ValueError:
+            error = f"{'From' if n == 0 else 'To'} date: enter a date such as 2026-03-09, not {text!r}."
+    return f, (bounds[0], bounds[1]), error
+
+
+@bp.get("/audit")
+def audit_log() -> Any:
+    f, bounds, error = audit_filters()
+    rows, count, page, pages = queries.list_audit(
+        services().store, f, bounds if not error else (None, None), page=request.args.get("page", 1, type=int)
+    )
+    return render_template(
+        "admin/audit.html", rows=rows, count=count, page=page, pages=pages, f=f, error=error
+    ), 400 if error else 200

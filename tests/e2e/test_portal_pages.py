@@ -1,0 +1,162 @@
+"""Every portal page a client uses, in Chromium at a laptop and a phone width: what it shows, a
+screenshot kept in test-artifacts/portal/, and an axe-core audit with no serious violations.
+
+The app runs on a loopback port with the Stripe double (the checkout and card pages load its
+Stripe.js), the real clock, and a world of invoices of every kind (tests/e2e/portal_world.py).
+The browser context bypasses the CSP only so that axe-core can be injected; the pages themselves
+run no inline script.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app.core.clock import local_today
+from app.services import build_services
+from app.web import create_app
+from tests.a11y.axe import serious_violations
+from tests.conftest import ARTIFACTS, LiveServer, free_port, make_config
+from tests.e2e import portal_world
+
+SHOTS = ARTIFACTS / "portal"
+VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory, stripe_double, smtp_sink):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_path_factory.mktemp("portal-pages")
+    port = free_port()
+    cfg = make_config(tmp, port=port, stripe_base=stripe_double.api_base, smtp_port=smtp_sink.port,
+                      replace={"invite_billing_contacts = false":
+                               'invite_billing_contacts = false\napproval_threshold = "5000.00"'})
+    services = build_services(cfg)
+    world = portal_world.build(services, local_today(services.clock, cfg.tz))
+    with services.store.write() as db:
+        from app.core import line_disputes
+
+        contoso = world.contoso.id
+        line_disputes.open_dispute(db, services.clock, client_id=contoso, invoice_id=world.invoices["INV-1044"].id,
+                                   line_no=2, reason="The fuser kit was under warranty.", raised_by=world.billing)
+    server = LiveServer(create_app(services), port).start()
+    yield services, world, server
+    server.stop()
+
+
+def _sign_in(page, base: str, email: str) -> None:
+    page.goto(f"{base}/login")
+    page.fill("#email", email)
+    page.fill("#password", portal_world.PASSWORD)
+    page.click("#login-button")
+    page.wait_for_selector("#nav-invoices")
+
+
+def _visit(page, url: str, name: str, width: str) -> list[dict]:
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    page.screenshot(path=SHOTS / f"{name}-{width}.png", full_page=True)
+    return serious_violations(page)
+
+
+@pytest.mark.parametrize("width", list(VIEWPORTS))
+def test_every_page_renders_at_laptop_and_phone_width_with_no_serious_accessibility_violations(
+    portal, browser, width
+):
+    services, world, server = portal
+    context = browser.new_context(viewport=VIEWPORTS[width], bypass_csp=True)
+    page = context.new_page()
+    _sign_in(page, server.url, world.billing)
+    inv = world.invoices
+    pages = {
+        "home": "/",
+        "list": "/invoices?status=all",
+        "detail": f"/invoices/{inv['INV-1043'].token}",
+        "detail-in-dispute": f"/invoices/{inv['INV-1044'].token}",
+        "credit-memo": f"/invoices/{inv['CM-0007'].token}",
+        "pay": f"/pay?invoice={inv['INV-1042'].token}&invoice={inv['INV-1043'].token}",
+        "dispute": f"/invoices/{inv['INV-1043'].token}/lines/1/dispute",
+        "autopay": "/autopay",
+        "payment-methods": "/payment-methods",
+        "statements": "/statements",
+        "people": "/people",
+        "payments": "/payments",
+    }
+    found = {name: _visit(page, server.url + path, name, width) for name, path in pages.items()}
+    # The checkout page (Stripe.js from the double) once the pay form was sent.
+    page.goto(server.url + pages["pay"])
+    page.click("#continue-button")
+    page.wait_for_selector('#card-element input[placeholder="number"]')
+    page.screenshot(path=SHOTS / f"checkout-{width}.png", full_page=True)
+    found["checkout"] = serious_violations(page)
+    context.close()
+    assert {name: v for name, v in found.items() if v} == {}
+    for name in ("list", "detail", "pay", "autopay", "dispute"):
+        assert (SHOTS / f"{name}-{width}.png").stat().st_size > 10_000
+
+
+def test_a_phone_sees_invoices_first_with_filters_folded_behind_a_button(portal, browser):
+    services, world, server = portal
+    context = browser.new_context(viewport=VIEWPORTS["phone"])
+    page = context.new_page()
+    _sign_in(page, server.url, world.billing)
+    page.goto(f"{server.url}/invoices?status=all")
+    assert page.locator("#filter-panel").get_attribute("open") is None
+    assert not page.locator("#search").is_visible()
+    assert page.locator("tbody tr[id^=invoice-]").first.bounding_box()["y"] < VIEWPORTS["phone"]["height"]
+    page.click("#filter-toggle")
+    assert page.locator("#search").is_visible()
+    # With a filter in use the panel stays open, so the person sees what narrows the list.
+    page.goto(f"{server.url}/invoices?status=all&q=INV")
+    assert page.locator("#filter-panel").get_attribute("open") is not None
+    # Invoice lines: the description spans the card, its references underneath it.
+    page.goto(f"{server.url}/invoices/{world.invoices['INV-1043'].token}")
+    cell = page.locator("#line-1 .description-cell").bounding_box()
+    row = page.locator("#line-1").bounding_box()
+    assert cell["width"] > row["width"] * 0.85
+    context.close()
+
+
+def test_the_pay_total_follows_the_amounts_as_they_are_typed(portal, browser):
+    services, world, server = portal
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    page = context.new_page()
+    _sign_in(page, server.url, world.billing)
+    a, b = world.invoices["INV-1042"], world.invoices["INV-1045"]
+    page.goto(f"{server.url}/pay?invoice={a.token}&invoice={b.token}")
+    assert page.inner_text("#pay-total") == "$1,350.00"
+    page.fill(f"#amount-{a.token}", "40.00")
+    assert page.inner_text("#pay-total") == "$140.00"
+    page.fill(f"#amount-{b.token}", "12.5")
+    assert page.inner_text("#pay-total") == "$52.50"
+    page.fill(f"#amount-{b.token}", "twelve")
+    assert page.inner_text("#pay-total") == "—"
+    context.close()
+
+
+def test_search_filter_and_sort_in_the_browser_return_the_right_rows(portal, browser):
+    services, world, server = portal
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    page = context.new_page()
+    _sign_in(page, server.url, world.billing)
+    page.goto(f"{server.url}/invoices")
+
+    def numbers() -> list[str]:
+        return [re.sub(r"\s+", " ", t).strip() for t in page.locator("tbody tr td.number-cell").all_inner_texts()]
+
+    assert numbers() == ["INV-1042", "INV-1043", "INV-1044", "INV-1045", "INV-1050"]  # unpaid, by due date
+    page.fill("#search", "printer")
+    page.click("#apply-filters")
+    assert numbers() == ["INV-1044"]
+    page.goto(f"{server.url}/invoices")
+    page.select_option("#filter-project", "Office move")
+    page.click("#apply-filters")
+    assert numbers() == ["INV-1043"]
+    page.goto(f"{server.url}/invoices?status=all")
+    page.click("#sort-total")
+    assert numbers()[0] == "CM-0007" and numbers()[-1] == "INV-1050"
+    page.click("#category-credit_memo")
+    assert numbers() == ["CM-0007"]
+    assert "−$307.60" in page.inner_text("#category-total-credit_memo-USD")
+    context.close()
