@@ -121,12 +121,15 @@ def _reply(code: int, resp: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+def _tls(settings: EmailSettings) -> ssl.SSLContext:
+    # Certificates are always verified; a relay with a private CA names it in email.ca_file.
+    return ssl.create_default_context(cafile=settings.ca_file or None)
+
+
 def _open(settings: EmailSettings) -> smtplib.SMTP:
     timeout = settings.timeout_seconds
     if settings.security == "ssl":
-        return smtplib.SMTP_SSL(
-            settings.host, settings.port, timeout=timeout, context=ssl.create_default_context()
-        )
+        return smtplib.SMTP_SSL(settings.host, settings.port, timeout=timeout, context=_tls(settings))
     return smtplib.SMTP(settings.host, settings.port, timeout=timeout)
 
 
@@ -149,7 +152,7 @@ def send(message: EmailMessage, settings: EmailSettings) -> None:
     try:
         with _open(settings) as smtp:
             if settings.security == "starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                smtp.starttls(context=_tls(settings))
             if settings.username:
                 smtp.login(settings.username, str(settings.password))
             refused = smtp.send_message(message)
