@@ -149,6 +149,8 @@ class EmailSettings:
     timeout_seconds: int = opt(20, check=_check_positive, doc="Timeout of one SMTP conversation.")
     templates_dir: str = opt(
         "", doc="Folder whose email templates replace the shipped ones of the same name.")
+    ca_file: str = opt(
+        "", doc="PEM file of the CA that signed a private relay's certificate; empty = the system's CAs.")
 
 
 @dataclass(frozen=True, kw_only=True)
