@@ -341,16 +341,26 @@ def handle_stripe_event(services: Services, body: bytes, signature: str | None) 
         seen = db.execute("SELECT processed_at FROM stripe_events WHERE id = ?", (event["id"],)).fetchone()
     if seen["processed_at"]:
         return "duplicate"
+    note = None
     try:
         result = _dispatch(services, event)
+    except ConnectorError as exc:
+        if exc.retryable:
+            with store.write() as db:
+                db.execute("UPDATE stripe_events SET error = ? WHERE id = ?", (str(exc)[:1000], event["id"]))
+            raise
+        # Stripe itself refuses (404: it has no such object): a redelivery can never succeed, so the
+        # event is acknowledged, with the reason kept on its row.
+        log.warning("Stripe event %s names what Stripe does not have: %s", event["id"], exc)
+        result = note = f"ignored: {exc}"
     except Exception as exc:
         with store.write() as db:
             db.execute("UPDATE stripe_events SET error = ? WHERE id = ?", (str(exc)[:1000], event["id"]))
         raise
     with store.write() as db:
         db.execute(
-            "UPDATE stripe_events SET processed_at = ?, error = NULL WHERE id = ?",
-            (to_db(clock.utc_now()), event["id"]),
+            "UPDATE stripe_events SET processed_at = ?, error = ? WHERE id = ?",
+            (to_db(clock.utc_now()), note, event["id"]),
         )
     return result
 

@@ -323,7 +323,8 @@ def _check_hhmm(value: str) -> str | None:
 
 def _check_retry_days(value: tuple[int, ...]) -> str | None:
     if len(value) > 10 or any(d < 1 or d > 60 for d in value) or list(value) != sorted(set(value)):
-        return f"must be at most 10 increasing day counts between 1 and 60, such as [1, 3, 7]; got {list(value)}"
+        return (f"must be at most 10 increasing day counts between 1 and 60, such as [1, 3, 7]; "
+                f"got {list(value)}")
     return None
 
 
@@ -350,11 +351,14 @@ class AutopaySettings:
     run_time: str = opt("06:00", check=_check_hhmm, doc="Local time (cashloop.timezone) of the daily run.")
     retry_days: tuple[int, ...] = opt(
         (1, 3, 7), check=_check_retry_days,
-        doc="Days after a failed first attempt on which it is retried; then the invoice goes back to reminders.")
+        doc="Days after a failed first attempt on which it is retried; then the invoice goes back to "
+            "reminders.")
     notify_days_before: int = opt(
-        3, check=_check_days, doc="Days before a charge the billing contacts are told about it; 0 = no notice.")
+        3, check=_check_days,
+        doc="Days before a charge the billing contacts are told about it; 0 = no notice.")
     expiry_warning_days: int = opt(
-        14, check=_check_days, doc="Days before an autopay card expires that the billing contacts are warned.")
+        14, check=_check_days,
+        doc="Days before an autopay card expires that the billing contacts are warned.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,6 +409,64 @@ class ReminderSettings:
     link_days: int = opt(7, check=_check_positive, doc="Days the sign-in link in a reminder stays valid.")
 
 
+def _check_copy_command(value: tuple[str, ...]) -> str | None:
+    if value and "{file}" not in value:
+        return 'must be a list with "{file}" as one item, such as ["rsync", "-a", "{file}", "nas:/srv/"]'
+    return None
+
+
+def _check_addresses(value: tuple[str, ...]) -> str | None:
+    import ipaddress
+
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"not an IP address or network: {item!r}"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupSettings:
+    enabled: bool = opt(True, doc="Take the nightly online backup of the database.")
+    folder: str = opt("", doc="Where backups are written; empty means <data_dir>/backups.")
+    time: str = opt("02:30", check=_check_hhmm, doc="Local time (cashloop.timezone) of the nightly backup.")
+    keep_daily: int = opt(
+        7, check=_check_positive, doc="The newest backup of each of this many recent days is kept.")
+    keep_weekly: int = opt(
+        4, check=_check_days, doc="The newest backup of each of this many recent weeks is kept.")
+    keep_monthly: int = opt(
+        12, check=_check_days, doc="The newest backup of each of this many recent months is kept.")
+    encryption_key_file: str = opt(
+        "", doc="File with a base64 AES-256 key (32 bytes): backups are encrypted; empty = not encrypted.")
+    copy_to: str = opt(
+        "", doc="Second folder (another disk, a mounted share) each backup is copied to; empty = none.")
+    copy_command: tuple[str, ...] = opt(
+        (), check=_check_copy_command,
+        doc="Command run after each backup to copy it to another host, as a list; {file} is the backup.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HealthSettings:
+    outbox_stuck_minutes: int = opt(
+        60, check=_check_positive, doc="/healthz fails when an outbox entry has waited longer than this.")
+    job_stall_minutes: int = opt(
+        30, check=_check_positive, doc="/healthz fails when a job has run or been overdue this long.")
+    sync_stale_minutes: int = opt(
+        120, check=_check_positive, doc="/healthz warns (still 200) when the last good PSA sync is older.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpsSettings:
+    backup: BackupSettings = opt(BackupSettings(), doc="Nightly backups.")
+    health: HealthSettings = opt(HealthSettings(), doc="What /healthz counts as unhealthy.")
+    proxy_addresses: tuple[str, ...] = opt(
+        ("127.0.0.1", "::1"), check=_check_addresses,
+        doc="Addresses of the reverse proxies whose X-Forwarded-* count (with cashloop.trusted_proxies).")
+    log_format: Literal["logfmt", "json"] = opt(
+        "logfmt", doc="Log lines: logfmt (key=value) or json, one line per event.")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     cashloop: CoreSettings = opt(doc="Core settings.")
@@ -421,6 +483,7 @@ class Config:
     surcharge: SurchargeSettings = opt(SurchargeSettings(), doc="Card surcharge.")
     admin: AdminSettings = opt(AdminSettings(), doc="Admin console (finance team).")
     reminders: ReminderSettings = opt(ReminderSettings(), doc="Payment reminders.")
+    ops: OpsSettings = opt(OpsSettings(), doc="Operations: backups, health, proxies, logs.")
     source_path: str = field(default="", metadata={"internal": True})
 
     @property
@@ -453,7 +516,23 @@ def _type_name(tp: Any) -> str:
 MAX_SECRET_BYTES = 64 * 1024
 
 
+CREDENTIALS_FALLBACK = "/etc/cashloop/credentials"
+
+
+def expand_credentials(path: str) -> str:
+    """`$CREDENTIALS_DIRECTORY/name` (or `${CREDENTIALS_DIRECTORY}/name`): the systemd credential
+    `name` in the service, and outside it (a root shell) the file the unit loads it from."""
+    for var in ("${CREDENTIALS_DIRECTORY}", "$CREDENTIALS_DIRECTORY"):
+        if path.startswith(var + "/"):
+            import os
+
+            base = os.environ.get("CREDENTIALS_DIRECTORY") or CREDENTIALS_FALLBACK
+            return base + path[len(var):]
+    return path
+
+
 def _read_secret(path: str, key: str) -> Secret:
+    path = expand_credentials(path)
     p = Path(path)
     try:
         info = p.stat()
@@ -522,7 +601,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if is_dataclass(tp):
         return _build(tp, value, key + ".")
     if origin is tuple and typing.get_args(tp)[:1] == (int,):
-        if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not isinstance(value, list) or not all(type(v) is int for v in value):
             raise ConfigError(f"{key}: expected a list of whole numbers such as [1, 3, 7], got {value!r}")
         return tuple(value)
     if origin is tuple:

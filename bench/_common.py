@@ -105,9 +105,16 @@ def _cell(text: str) -> str:
 
 
 def record(
-    script: str, parameters: str, pinned: str, figures: list[Figure], results: Path | None = None
+    script: str,
+    parameters: str,
+    pinned: str,
+    figures: list[Figure],
+    results: Path | None = None,
+    *,
+    write: bool = True,
 ) -> str:
-    """Print the run as a table and add its rows to the top of the script's table in results.md."""
+    """Print the run as a table and (unless not `write`) add its rows to the top of the script's
+    table in results.md."""
     results = results or RESULTS
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = (date, commit(), machine(pinned), parameters)
@@ -115,6 +122,8 @@ def record(
             for f in figures]
     heading = f"## {script}"
     header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+    if not write:
+        return _print(script, date, head, parameters, figures, None)
     text = results.read_text() if results.exists() else _INTRO
     if heading + "\n" not in text:
         text = text.rstrip("\n") + f"\n\n{heading}\n\n{header}\n"
@@ -122,11 +131,21 @@ def record(
     sep = text.index("|" + "---|" * len(COLUMNS), start) + len("|" + "---|" * len(COLUMNS))
     text = text[:sep] + "\n" + "\n".join(rows) + text[sep:]
     results.write_text(text if text.endswith("\n") else text + "\n")
+    return _print(script, date, head, parameters, figures, results)
 
+
+def _print(
+    script: str,
+    date: str,
+    head: tuple[str, ...],
+    parameters: str,
+    figures: list[Figure],
+    results: Path | None,
+) -> str:
     width = max(len(f.name) for f in figures)
     out = [f"{script}  {date}  commit {head[1]}", f"machine:    {head[2]}", f"parameters: {parameters}", ""]
     out += [f"  {f.name:<{width}}  {f.measured:<28} target {f.target:<14} {f.verdict}" for f in figures]
-    out.append(f"\n(recorded in {results})")
+    out.append(f"\n(recorded in {results})" if results else "\n(not recorded: --no-record)")
     report = "\n".join(out)
     print(report, flush=True)
     return report

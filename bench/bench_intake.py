@@ -317,10 +317,7 @@ def main() -> int:
         f"invoices.json {size / 1e6:.0f} MB), raw batch_size {args.batch_size}, "
         f"load avg {load_before:.1f} at start" + (", first backfill under py-spy" if args.profile else "")
     )
-    if not args.no_record:
-        record("bench_intake.py", params, pinned, figures, args.results)
-    else:
-        print(json.dumps({"backfills": backfills, "raws": raws}, indent=1))
+    record("bench_intake.py", params, pinned, figures, args.results, write=not args.no_record)
     return 0
 
 

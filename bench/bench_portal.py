@@ -109,10 +109,10 @@ def seed(data_dir: Path, port: int, invoices: int, others: int = 0) -> tuple[str
     return contact["email"], int(count), client["name"]
 
 
-def _get(url: str, **kw):
+def _get(url: str, timeout: float = 10, **kw):
     import requests
 
-    return requests.get(url, timeout=10, **kw)
+    return requests.get(url, timeout=timeout, **kw)
 
 
 def wait_healthy(base: str, proc: subprocess.Popen, timeout: float = 60) -> None:
@@ -160,7 +160,8 @@ def sign_in(base: str, email: str) -> str:
 
 
 def check_list(base: str, cookie: str, expected: int) -> int:
-    resp = _get(base + "/invoices?status=all", headers={"Cookie": cookie}, allow_redirects=False)
+    # A long timeout: right after a load run the worker may still be serving the requests queued by it.
+    resp = _get(base + "/invoices?status=all", 120, headers={"Cookie": cookie}, allow_redirects=False)
     if resp.status_code != 200:
         raise SystemExit(f"/invoices?status=all with the session cookie answered {resp.status_code}")
     rows = resp.text.count('href="/invoices/')
@@ -345,10 +346,7 @@ def main() -> int:
         f"--latency after {args.warmup:g} s warm-up, load avg {load_before:.1f} at start"
         + (", invoice list under py-spy" if args.profile else "")
     )
-    if not args.no_record:
-        record("bench_portal.py", params, pinned, figures, args.results)
-    else:
-        print(json.dumps(results, indent=1))
+    record("bench_portal.py", params, pinned, figures, args.results, write=not args.no_record)
     return 0
 
 

@@ -21,10 +21,13 @@ from app.services import Services, build_services
 from tests.conftest import make_config
 
 
-def engine_services(tmp_path: Path, clock: Any, double: Any, mail: Any, extra: str = "") -> Services:
-    """Services on `double` and the SMTP sink, with `extra` TOML (e.g. an [autopay] section)."""
+def engine_services(tmp_path: Path, clock: Any, double: Any, mail: Any, extra: str = "", *,
+                    port: int = 8080) -> Services:
+    """Services on `double` and the SMTP sink, with `extra` TOML (e.g. an [autopay] section); the
+    portal's base URL is http://127.0.0.1:`port`."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    cfg = make_config(tmp_path, stripe_base=double.api_base, smtp_port=mail.port if mail else 9, extra=extra)
+    cfg = make_config(tmp_path, port=port, stripe_base=double.api_base, smtp_port=mail.port if mail else 9,
+                      extra=extra)
     return build_services(cfg, clock=clock)
 
 

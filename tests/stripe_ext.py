@@ -30,6 +30,7 @@ The parent-side helper is `StripeExt`.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -331,19 +332,20 @@ def install(app: Any) -> None:
 
     r.PaymentIntent.status = property(status)
     r.PaymentIntent.last_payment_error = property(last_payment_error)
-    orig_authenticate = r.PaymentIntent._api_authenticate.__func__
+    @web.middleware
+    async def back_on_session(request: Any, handler: Any) -> Any:
+        # The customer is back on-session: Stripe.js confirms with the method and runs 3-D Secure.
+        # (localstripe bound its _authenticate route at import, so it is resumed here, before it.)
+        match = re.fullmatch(r"/v1/payment_intents/(pi_\w+)/_authenticate", request.path)
+        if request.method == "POST" and match:
+            obj = r.store.get("payment_intent:" + match.group(1))
+            data = await server.get_post_data(request) or {}
+            if getattr(obj, "_ext_auth_required", False) and data.get("client_secret") == obj.client_secret:
+                obj._ext_auth_required = False
+                obj.next_action = obj._ext_next_action
+        return await handler(request)
 
-    def authenticate(
-        cls: Any, id: Any, client_secret: Any = None, success: Any = False, **kwargs: Any
-    ) -> Any:
-        obj = cls._api_retrieve(id)
-        if getattr(obj, "_ext_auth_required", False) and client_secret == obj.client_secret:
-            # The customer is back on-session: Stripe.js confirms with the method and runs 3-D Secure.
-            obj._ext_auth_required = False
-            obj.next_action = obj._ext_next_action
-        return orig_authenticate(cls, id, client_secret=client_secret, success=success, **kwargs)
-
-    r.PaymentIntent._api_authenticate = classmethod(authenticate)
+    app.middlewares.append(back_on_session)
 
     # -- refunds: Stripe's limits and charge.refunded ------------------------------------
     orig_refund_init = r.Refund.__init__
@@ -583,7 +585,8 @@ class StripeExt:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return json.loads(resp.read() or b"{}")
         except urllib.error.HTTPError as exc:
-            raise AssertionError(f"POST {path} -> {exc.code}: {exc.read().decode('utf-8', 'replace')}") from exc
+            body = exc.read().decode("utf-8", "replace")
+            raise AssertionError(f"POST {path} -> {exc.code}: {body}") from exc
 
     def configure(self, *, idempotency: bool = False, offsession_auth_error: bool = False) -> None:
         self._post(

@@ -40,7 +40,9 @@ def threshold_minor(db: Database, *, client_id: int, currency: str, default: str
         return Money.from_decimal(default.split(".")[0], currency).amount_minor
 
 
-def thresholds_by_currency(db: Database, *, client_id: int, currencies: set[str], default: str) -> dict[str, int]:
+def thresholds_by_currency(
+    db: Database, *, client_id: int, currencies: set[str], default: str
+) -> dict[str, int]:
     """threshold_minor for each currency that has one (for building one SQL expression)."""
     out = {}
     for currency in sorted(currencies):
@@ -61,7 +63,9 @@ def needs_approval(db: Database, invoice_id: int, *, default_threshold: str) -> 
     inv = _invoice(db, invoice_id)
     if inv is None or inv["kind"] == "credit_memo":
         return False
-    limit = threshold_minor(db, client_id=inv["client_id"], currency=inv["currency"], default=default_threshold)
+    limit = threshold_minor(
+        db, client_id=inv["client_id"], currency=inv["currency"], default=default_threshold
+    )
     return limit is not None and inv["total_minor"] > limit
 
 
@@ -77,7 +81,9 @@ def is_approved(db: Database, invoice_id: int) -> bool:
 
 def awaits_approval(db: Database, invoice_id: int, *, default_threshold: str) -> bool:
     """needs_approval and not is_approved: nobody may pay it, and autopay must skip it."""
-    return needs_approval(db, invoice_id, default_threshold=default_threshold) and not is_approved(db, invoice_id)
+    return needs_approval(db, invoice_id, default_threshold=default_threshold) and not is_approved(
+        db, invoice_id
+    )
 
 
 def approve(db: Database, clock: Clock, *, invoice_id: int, client_id: int, approver: str, role: str) -> bool:
@@ -98,8 +104,14 @@ def approve(db: Database, clock: Clock, *, invoice_id: int, client_id: int, appr
         "approved_at = excluded.approved_at, approved_total_minor = excluded.approved_total_minor",
         (invoice_id, approver, to_db(clock.utc_now()), inv["total_minor"]),
     )
-    audit(db, clock, actor=f"login:{approver}", action="invoice.approved", target=f"invoice:{invoice_id}",
-          detail={"number": inv["number"], "total_minor": inv["total_minor"], "currency": inv["currency"]})
+    audit(
+        db,
+        clock,
+        actor=f"login:{approver}",
+        action="invoice.approved",
+        target=f"invoice:{invoice_id}",
+        detail={"number": inv["number"], "total_minor": inv["total_minor"], "currency": inv["currency"]},
+    )
     return True
 
 

@@ -61,9 +61,10 @@ def exception_ref(dispute_id: int) -> str:
 
 def is_in_dispute(db: Database, invoice_id: int) -> bool:
     """True while any line of the invoice has an open dispute. Read-only; for reminders and autopay."""
-    return db.execute(
-        "SELECT 1 FROM open_line_disputes WHERE invoice_id = ? LIMIT 1", (invoice_id,)
-    ).fetchone() is not None
+    return (
+        db.execute("SELECT 1 FROM open_line_disputes WHERE invoice_id = ? LIMIT 1", (invoice_id,)).fetchone()
+        is not None
+    )
 
 
 def disputed_invoice_ids(db: Database, invoice_ids: list[int]) -> set[int]:
@@ -81,7 +82,8 @@ def disputes_for_invoice(db: Database, invoice_id: int) -> list[LineDispute]:
     """Every dispute of the invoice, newest first; `status` reads "resolved" for one the finance
     team closed in the exceptions queue."""
     rows = db.execute(
-        "SELECT d.*, CASE WHEN d.status = 'open' AND d.id NOT IN (SELECT id FROM open_line_disputes "
+        f"SELECT {', '.join('d.' + k for k in LineDispute.__dataclass_fields__ if k != 'status')}, "
+        "CASE WHEN d.status = 'open' AND d.id NOT IN (SELECT id FROM open_line_disputes "
         "WHERE invoice_id = :inv) THEN 'resolved' ELSE d.status END AS status "
         "FROM line_disputes d WHERE d.invoice_id = :inv ORDER BY d.created_at DESC, d.id DESC",
         {"inv": invoice_id},
@@ -144,9 +146,20 @@ def open_dispute(
     try:
         cur = db.execute(
             "INSERT INTO line_disputes (token, client_id, invoice_id, line_no, line_description, "
-            "line_amount_minor, currency, reason, raised_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (public_token(), client_id, invoice_id, line_no, line["description"], line["amount_minor"],
-             inv["currency"], text, raised_by, now),
+            "line_amount_minor, currency, reason, raised_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                public_token(),
+                client_id,
+                invoice_id,
+                line_no,
+                line["description"],
+                line["amount_minor"],
+                inv["currency"],
+                text,
+                raised_by,
+                now,
+            ),
         )
     except sqlite3.IntegrityError:
         raise DisputeError("This line is already in dispute; we will answer the open one.") from None
@@ -159,8 +172,13 @@ def open_dispute(
         ref=exception_ref(dispute_id),
         summary=f"{raised_by} disputes line {line_no} of invoice {inv['number']} "
         f"({line['description']}, {amount} {inv['currency']}): {text[:200]}",
-        detail={"invoice_id": invoice_id, "invoice_number": inv["number"], "line_no": line_no,
-                "reason": text, "raised_by": raised_by},
+        detail={
+            "invoice_id": invoice_id,
+            "invoice_number": inv["number"],
+            "line_no": line_no,
+            "reason": text,
+            "raised_by": raised_by,
+        },
     )
     enqueue(
         db,
@@ -181,8 +199,14 @@ def open_dispute(
             "ticket": line["ticket"],
         },
     )
-    audit(db, clock, actor=f"login:{raised_by}", action="line_dispute.opened", target=f"invoice:{invoice_id}",
-          detail={"dispute_id": dispute_id, "line_no": line_no})
+    audit(
+        db,
+        clock,
+        actor=f"login:{raised_by}",
+        action="line_dispute.opened",
+        target=f"invoice:{invoice_id}",
+        detail={"dispute_id": dispute_id, "line_no": line_no},
+    )
     row = db.execute("SELECT * FROM line_disputes WHERE id = ?", (dispute_id,)).fetchone()
     return _dispute(row)
 
@@ -208,25 +232,39 @@ def withdraw_dispute(db: Database, clock: Clock, *, client_id: int, token: str, 
     if row is None:
         raise DisputeError("This dispute is not open.")
     _end(db, clock, row["id"], status="withdrawn", actor=actor, resolution="withdrawn by the client")
-    audit(db, clock, actor=f"login:{actor}", action="line_dispute.withdrawn", target=f"invoice:{row['invoice_id']}",
-          detail={"dispute_id": row["id"]})
+    audit(
+        db,
+        clock,
+        actor=f"login:{actor}",
+        action="line_dispute.withdrawn",
+        target=f"invoice:{row['invoice_id']}",
+        detail={"dispute_id": row["id"]},
+    )
     return _dispute(db.execute("SELECT * FROM line_disputes WHERE id = ?", (row["id"],)).fetchone())
 
 
 def resolve_dispute(db: Database, clock: Clock, dispute_id: int, *, actor: str, resolution: str) -> None:
     """The finance team's answer (for the admin console); closes the queue entry too. Raises
     DisputeError when the dispute is not open."""
-    row = db.execute("SELECT invoice_id FROM line_disputes WHERE id = ? AND status = 'open'",
-                     (dispute_id,)).fetchone()
+    row = db.execute(
+        "SELECT invoice_id FROM line_disputes WHERE id = ? AND status = 'open'", (dispute_id,)
+    ).fetchone()
     if row is None:
         raise DisputeError("This dispute is not open.")
     _end(db, clock, dispute_id, status="resolved", actor=actor, resolution=resolution)
-    audit(db, clock, actor=actor, action="line_dispute.resolved", target=f"invoice:{row['invoice_id']}",
-          detail={"dispute_id": dispute_id, "resolution": resolution.strip()[:500]})
+    audit(
+        db,
+        clock,
+        actor=actor,
+        action="line_dispute.resolved",
+        target=f"invoice:{row['invoice_id']}",
+        detail={"dispute_id": dispute_id, "resolution": resolution.strip()[:500]},
+    )
 
 
-def record_psa_note(db: Database, dispute_id: int, *, status: str, ref: str | None = None,
-                    error: str | None = None) -> None:
+def record_psa_note(
+    db: Database, dispute_id: int, *, status: str, ref: str | None = None, error: str | None = None
+) -> None:
     """What became of the PSA note (sent with its id, or unsupported with the reason)."""
     db.execute(
         "UPDATE line_disputes SET psa_note_status = ?, psa_note_ref = ?, psa_note_error = ? WHERE id = ?",

@@ -433,6 +433,25 @@ def _payments_engine(db: Database) -> None:
             updated_at TEXT NOT NULL
         );
         CREATE INDEX disputes_payment ON disputes(payment_id);
+        -- The same view as 0001's, without its GROUP BY: SQLite materialised the grouped view for
+        -- every query that joined it (a whole-table aggregate per charge, found by
+        -- bench/bench_autopay.py). With correlated sums it is flattened into the query and each
+        -- invoice's sums are read through allocations_invoice. Columns and meaning are unchanged.
+        DROP VIEW invoice_balances;
+        CREATE VIEW invoice_balances AS
+        SELECT i.id AS invoice_id,
+               (SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a
+                 JOIN payments p ON p.id = a.payment_id
+                 WHERE a.invoice_id = i.id AND p.status = 'succeeded') AS paid_minor,
+               (SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a
+                 JOIN payments p ON p.id = a.payment_id
+                 WHERE a.invoice_id = i.id AND p.status IN ('submitted', 'requires_action', 'processing'))
+                 AS reserved_minor,
+               i.total_minor - i.paid_elsewhere_minor
+                 - (SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a
+                     JOIN payments p ON p.id = a.payment_id
+                     WHERE a.invoice_id = i.id AND p.status = 'succeeded') AS balance_minor
+        FROM invoices i;
         """
     )
 
@@ -514,7 +533,8 @@ def _portal(db: Database) -> None:
             psa_note_ref TEXT,
             psa_note_error TEXT
         );
-        CREATE UNIQUE INDEX line_disputes_one_open ON line_disputes(invoice_id, line_no) WHERE status = 'open';
+        CREATE UNIQUE INDEX line_disputes_one_open ON line_disputes(invoice_id, line_no)
+            WHERE status = 'open';
         CREATE INDEX line_disputes_client ON line_disputes(client_id, status);
         -- Open means: not withdrawn or resolved here, and its exceptions-queue entry not resolved by
         -- the finance team either (the generic "resolve" of the admin queue ends the dispute too).
@@ -547,5 +567,99 @@ def _portal(db: Database) -> None:
         CREATE INDEX invoices_client_visible ON invoices(client_id, is_approved, status, due_on);
         CREATE INDEX allocations_invoice_amount ON allocations(invoice_id, payment_id, amount_minor);
         CREATE INDEX invoice_lines_refs ON invoice_lines(invoice_id, project, agreement, service);
+        CREATE INDEX invoices_client_currency ON invoices(client_id, currency);
+        -- A counter per client that moves whenever anything its invoice list shows may have changed:
+        -- the portal keeps computed list pages keyed by it (app.web.list_cache), so a page is
+        -- recomputed exactly when its data changed, whoever wrote (intake, payments, the admin).
+        CREATE TABLE client_data_versions (
+            client_id INTEGER PRIMARY KEY,
+            version INTEGER NOT NULL
+        );
+        CREATE TRIGGER cdv_invoice_insert AFTER INSERT ON invoices BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_invoice_update AFTER UPDATE ON invoices BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_invoice_delete AFTER DELETE ON invoices BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT OLD.client_id AS c) WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_allocation_insert AFTER INSERT ON allocations BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT (SELECT client_id FROM invoices WHERE id = NEW.invoice_id) AS c)
+            WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_allocation_delete AFTER DELETE ON allocations BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT (SELECT client_id FROM invoices WHERE id = OLD.invoice_id) AS c)
+            WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_payment_status AFTER UPDATE OF status ON payments BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_dispute_insert AFTER INSERT ON line_disputes BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_dispute_update AFTER UPDATE ON line_disputes BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_approval_insert AFTER INSERT ON invoice_approvals BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT (SELECT client_id FROM invoices WHERE id = NEW.invoice_id) AS c)
+            WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_approval_update AFTER UPDATE ON invoice_approvals BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT (SELECT client_id FROM invoices WHERE id = NEW.invoice_id) AS c)
+            WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_approval_delete AFTER DELETE ON invoice_approvals BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT (SELECT client_id FROM invoices WHERE id = OLD.invoice_id) AS c)
+            WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        CREATE TRIGGER cdv_dispute_queue AFTER UPDATE OF resolved_at ON exceptions
+        WHEN NEW.kind = 'line_dispute' BEGIN
+            INSERT INTO client_data_versions (client_id, version)
+            SELECT c, 1 FROM (SELECT (SELECT client_id FROM line_disputes
+                                       WHERE id = CAST(substr(NEW.ref, 14) AS INTEGER)) AS c)
+            WHERE c IS NOT NULL
+            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
+        END;
+        """
+    )
+
+
+@MIGRATIONS(name="0007_ops")
+def _ops(db: Database) -> None:
+    db.executescript(
+        """
+        -- One row per scheduled job (and per CLI job run): the heartbeat /healthz reads. A run that
+        -- started and has not finished is `started_at > finished_at` (or finished_at NULL).
+        CREATE TABLE job_runs (
+            job TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            ok_at TEXT,
+            error TEXT,
+            runs INTEGER NOT NULL DEFAULT 0
+        );
         """
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from app.core import faults
+from app.core import faults, stop_flag
 from app.core.audit import raise_exception
 from app.core.clock import Clock, from_db, to_db
 from app.core.store import Store
@@ -86,6 +86,8 @@ def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_at
         (to_db(now), to_db(now - STALE_CLAIM), limit),
     )
     for (row_id,) in due:
+        if stop_flag.requested():  # SIGTERM: the entries not claimed yet wait for the next drain
+            break
         if not _claim(store, clock, row_id):
             continue
         row = store.one("SELECT * FROM outbox WHERE id = ?", (row_id,))

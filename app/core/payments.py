@@ -259,12 +259,26 @@ def record_intent(
         pay = db.execute("SELECT * FROM payments WHERE id = ?", (payment_id,)).fetchone()
         if pay is None:
             return Outcome("unknown", False, "no such payment")
-        if pay["processor_ref"] is None:
-            db.execute("UPDATE payments SET processor_ref = ? WHERE id = ?", (intent_id, payment_id))
-        elif pay["processor_ref"] != intent_id:
+        # "none-"/"declined-" stand in for an intent we never saw; the real one replaces them.
+        placeholder = pay["processor_ref"] is None or pay["processor_ref"].startswith(("none-", "declined-"))
+        if pay["processor_ref"] != intent_id and not placeholder:
+            if status == "succeeded" and not intent_id.startswith(("none-", "declined-")):
+                # Money arrived on an intent that is not the payment's: never ignored, a person decides.
+                raise_exception(
+                    db, clock, kind="unmatched_charge", ref=f"intent:{intent_id}",
+                    summary=f"Stripe charged {amount_minor} {currency.upper()} (minor units) on {intent_id} "
+                            "for "
+                            f"payment {pay['token']}, whose intent is {pay['processor_ref']}: refund or "
+                            "apply it",
+                )
+                return Outcome(pay["status"], False, "flagged: the charge is on another intent")
             return Outcome(pay["status"], False, "intent does not belong to this payment")
+        if placeholder and pay["processor_ref"] != intent_id:
+            db.execute("UPDATE payments SET processor_ref = ? WHERE id = ?", (intent_id, payment_id))
         if charge_ref and not pay["charge_ref"]:
             db.execute("UPDATE payments SET charge_ref = ? WHERE id = ?", (charge_ref, payment_id))
+        # Re-read: the receipt, journal and PSA write-backs name the processor's references.
+        pay = db.execute("SELECT * FROM payments WHERE id = ?", (payment_id,)).fetchone()
         if pay["status"] == "succeeded" or pay["status"] == status:
             return Outcome(pay["status"], False)
         if status == "succeeded":

@@ -95,7 +95,7 @@ def reverse(
     remaining, lines = amount_minor, []
     now = to_db(clock.utc_now())
     for r in rows:
-        take = remaining  # MUTATION
+        take = min(remaining, r["net_minor"])
         if take <= 0:
             continue
         db.execute(

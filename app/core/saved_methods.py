@@ -49,37 +49,71 @@ class SavedMethodRow:
 def list_methods(db: Database, client_id: int) -> list[SavedMethodRow]:
     """The client's methods that are not removed, the default first."""
     rows = db.execute(
-        "SELECT id, processor_ref, type, brand, last4, exp_month, exp_year, bank_name, is_default, created_at "
-        "FROM payment_methods WHERE client_id = ? AND removed_at IS NULL ORDER BY is_default DESC, id",
+        "SELECT id, processor_ref, type, brand, last4, exp_month, exp_year, bank_name, is_default, "
+        "created_at FROM payment_methods WHERE client_id = ? AND removed_at IS NULL "
+        "ORDER BY is_default DESC, id",
         (client_id,),
     ).fetchall()
-    return [SavedMethodRow(**{k: r[k] for k in r.keys()} | {"is_default": bool(r["is_default"])}) for r in rows]
+    return [
+        SavedMethodRow(**(dict(zip(r.keys(), tuple(r), strict=True)) | {"is_default": bool(r["is_default"])}))
+        for r in rows
+    ]
 
 
 def find(db: Database, client_id: int, processor_ref: str) -> SavedMethodRow | None:
     return next((m for m in list_methods(db, client_id) if m.processor_ref == processor_ref), None)
 
 
-def save_method(db: Database, clock: Clock, *, client_id: int, processor_ref: str, type: str, brand: str | None,
-                last4: str | None, exp_month: int | None, exp_year: int | None, bank_name: str | None,
-                actor: str) -> SavedMethodRow:
+def save_method(
+    db: Database,
+    clock: Clock,
+    *,
+    client_id: int,
+    processor_ref: str,
+    type: str,
+    brand: str | None,
+    last4: str | None,
+    exp_month: int | None,
+    exp_year: int | None,
+    bank_name: str | None,
+    actor: str,
+) -> SavedMethodRow:
     """Record a method the processor confirmed; the first one becomes the default. Idempotent by
     processor_ref. Raises MethodError when that reference belongs to another client."""
-    owner = db.execute("SELECT client_id, removed_at FROM payment_methods WHERE processor_ref = ?",
-                       (processor_ref,)).fetchone()
+    owner = db.execute(
+        "SELECT client_id, removed_at FROM payment_methods WHERE processor_ref = ?", (processor_ref,)
+    ).fetchone()
     if owner is not None and owner["client_id"] != client_id:
         raise MethodError("That payment method is not available.")
     has_default = db.execute(
-        "SELECT 1 FROM payment_methods WHERE client_id = ? AND is_default = 1 AND removed_at IS NULL", (client_id,)
+        "SELECT 1 FROM payment_methods WHERE client_id = ? AND is_default = 1 AND removed_at IS NULL",
+        (client_id,),
     ).fetchone()
     db.execute(
-        "INSERT INTO payment_methods (client_id, processor_ref, type, brand, last4, exp_month, exp_year, bank_name, "
-        "is_default, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (processor_ref) DO NOTHING",
-        (client_id, processor_ref, type, brand, last4, exp_month, exp_year, bank_name, 0 if has_default else 1,
-         to_db(clock.utc_now())),
+        "INSERT INTO payment_methods (client_id, processor_ref, type, brand, last4, exp_month, exp_year, "
+        "bank_name, is_default, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (processor_ref) DO NOTHING",
+        (
+            client_id,
+            processor_ref,
+            type,
+            brand,
+            last4,
+            exp_month,
+            exp_year,
+            bank_name,
+            0 if has_default else 1,
+            to_db(clock.utc_now()),
+        ),
     )
-    audit(db, clock, actor=f"login:{actor}", action="payment_method.saved", target=processor_ref,
-          detail={"client_id": client_id, "type": type, "brand": brand, "last4": last4})
+    audit(
+        db,
+        clock,
+        actor=f"login:{actor}",
+        action="payment_method.saved",
+        target=processor_ref,
+        detail={"client_id": client_id, "type": type, "brand": brand, "last4": last4},
+    )
     found = find(db, client_id, processor_ref)
     if found is None:
         raise MethodError("That payment method was removed; add it again as a new one.")
@@ -91,10 +125,18 @@ def set_default(db: Database, clock: Clock, *, client_id: int, processor_ref: st
     m = find(db, client_id, processor_ref)
     if m is None:
         raise MethodError("That payment method is not available.")
-    db.execute("UPDATE payment_methods SET is_default = (id = ?) WHERE client_id = ? AND removed_at IS NULL",
-               (m.id, client_id))
-    audit(db, clock, actor=f"login:{actor}", action="payment_method.default", target=processor_ref,
-          detail={"client_id": client_id})
+    db.execute(
+        "UPDATE payment_methods SET is_default = (id = ?) WHERE client_id = ? AND removed_at IS NULL",
+        (m.id, client_id),
+    )
+    audit(
+        db,
+        clock,
+        actor=f"login:{actor}",
+        action="payment_method.default",
+        target=processor_ref,
+        detail={"client_id": client_id},
+    )
 
 
 def remove_method(db: Database, clock: Clock, *, client_id: int, processor_ref: str, actor: str) -> bool:
@@ -103,19 +145,37 @@ def remove_method(db: Database, clock: Clock, *, client_id: int, processor_ref: 
     m = find(db, client_id, processor_ref)
     if m is None:
         raise MethodError("That payment method is not available.")
-    db.execute("UPDATE payment_methods SET removed_at = ?, is_default = 0 WHERE id = ?",
-               (to_db(clock.utc_now()), m.id))
+    db.execute(
+        "UPDATE payment_methods SET removed_at = ?, is_default = 0 WHERE id = ?",
+        (to_db(clock.utc_now()), m.id),
+    )
     if m.is_default:
         # The oldest remaining method takes over as the default, so checkout still offers one first.
         db.execute(
             "UPDATE payment_methods SET is_default = 1 WHERE id = (SELECT id FROM payment_methods "
-            "WHERE client_id = ? AND removed_at IS NULL ORDER BY id LIMIT 1)", (client_id,))
-    enqueue(db, clock, kind=DETACH_KIND, key=derive_key("detach-method", method=processor_ref),
-            payload={"processor_ref": processor_ref, "client_id": client_id})
-    audit(db, clock, actor=f"login:{actor}", action="payment_method.removed", target=processor_ref,
-          detail={"client_id": client_id})
-    used = db.execute(
-        "SELECT 1 FROM sqlite_master WHERE name = 'autopay_rules'").fetchone() and db.execute(
-        "SELECT 1 FROM autopay_rules WHERE client_id = ? AND payment_method_id = ? AND is_enabled = 1",
-        (client_id, m.id)).fetchone()
+            "WHERE client_id = ? AND removed_at IS NULL ORDER BY id LIMIT 1)",
+            (client_id,),
+        )
+    enqueue(
+        db,
+        clock,
+        kind=DETACH_KIND,
+        key=derive_key("detach-method", method=processor_ref),
+        payload={"processor_ref": processor_ref, "client_id": client_id},
+    )
+    audit(
+        db,
+        clock,
+        actor=f"login:{actor}",
+        action="payment_method.removed",
+        target=processor_ref,
+        detail={"client_id": client_id},
+    )
+    used = (
+        db.execute("SELECT 1 FROM sqlite_master WHERE name = 'autopay_rules'").fetchone()
+        and db.execute(
+            "SELECT 1 FROM autopay_rules WHERE client_id = ? AND payment_method_id = ? AND is_enabled = 1",
+            (client_id, m.id),
+        ).fetchone()
+    )
     return bool(used)

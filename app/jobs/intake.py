@@ -13,6 +13,7 @@ Payments recorded at the PSA (ours written back, a cheque) only move `paid_elsew
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -43,13 +44,47 @@ class Skip(Exception):
 def _raw(record: Any) -> str:
     raw = getattr(record, "raw", None)
     if raw:
-        return json.dumps(raw, default=str, sort_keys=True)
+        # The vendor's own key order (stable from one response to the next); sorting the keys of a
+        # 100,000-invoice backfill costs more than everything else the digest needs.
+        return json.dumps(raw, default=str)
     return json.dumps(asdict(record) if is_dataclass(record) else str(record), default=str)
+
+
+# Bump when a connector's mapping starts making something else of the same vendor record, so that
+# the next poll rewrites what an older release stored (a digest match would otherwise skip it).
+DIGEST_VERSION = 1
 
 
 def source_digest(raw_json: str, record: Any) -> str:
     """Digest of the vendor record and of what the mapping made of it (settings change mappings)."""
-    return hashlib.blake2b(f"{raw_json}\x00{record!r}".encode(), digest_size=16).hexdigest()
+    mapped = _invoice_signature(record) if isinstance(record, RemoteInvoice) else _mapped(record)
+    text = f"{DIGEST_VERSION}\x00{raw_json}\x00{mapped}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _invoice_signature(inv: RemoteInvoice) -> str:
+    # What the settings can change in the mapping of one record (status mapping, default currency,
+    # kinds), and the money: the rest follows from the raw record and DIGEST_VERSION.
+    line_minor = sum(ln.amount_minor for ln in inv.lines)
+    line_tax = sum(ln.tax_minor for ln in inv.lines)
+    return (
+        f"{inv.number}|{inv.company_remote_id}|{inv.kind}|{inv.currency}|{inv.issued_on}|{inv.due_on}|"
+        f"{inv.subtotal_minor}|{inv.tax_minor}|{inv.total_minor}|{inv.paid_minor}|{inv.is_void}|"
+        f"{inv.is_approved}|{len(inv.lines)}|{line_minor}|{line_tax}|{inv.agreement}|{inv.project}|"
+        f"{inv.phase}|{inv.ticket}"
+    )
+
+
+def _mapped(record: Any) -> str:
+    # The mapped fields but `raw`, lines as plain tuples.
+    values = []
+    for name, value in vars(record).items():
+        if name == "raw":
+            continue
+        if name == "lines":
+            value = [tuple(vars(line).values()) for line in value]
+        values.append(value)
+    return repr(values)
 
 
 def quarantine(
@@ -197,6 +232,25 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
     return "created", role == "billing" and bool(email) and c.is_active
 
 
+def _paid_elsewhere(db: Database, invoice_id: int, inv: RemoteInvoice) -> int:
+    """What the source says was paid, less what Cashloop paid and wrote back through the PSA's API."""
+    reported = _our_written_back(db, invoice_id)
+    elsewhere = max(0, inv.paid_minor - reported)
+    succeeded = int(
+        db.execute(
+            "SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a JOIN payments p ON p.id = a.payment_id "
+            "WHERE a.invoice_id = ? AND p.status = 'succeeded'",
+            (invoice_id,),
+        ).fetchone()[0]
+    )
+    if succeeded > reported:
+        # Some of our payments were never reported through the API (Autotask cannot take them; a
+        # write-back may still be queued): a "paid" at the PSA may be ours, marked by hand, so it
+        # never counts past what our payments left owing.
+        elsewhere = min(elsewhere, max(0, inv.total_minor - succeeded))
+    return elsewhere
+
+
 def _our_written_back(db: Database, invoice_id: int) -> int:
     """What Cashloop itself paid on this invoice and already wrote back to the PSA."""
     row = db.execute(
@@ -289,9 +343,12 @@ def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: st
 class InvoiceLookups:
     """What one page of invoices needs from the store, read in a few queries instead of per record."""
 
-    def __init__(self, db: Database, source: str, invoices: list[RemoteInvoice]) -> None:
+    def __init__(self, db: Database, source: str, invoices: list[RemoteInvoice], *, now: str) -> None:
+        self.now = now
         self.clients: dict[str, int] = {}
         self.existing: dict[str, sqlite3.Row] = {}
+        self.numbers: dict[str, str] = {}  # invoice number -> the remote id that holds it
+        self.created: set[str] = set()  # created in this page (a vendor may list a record twice)
         companies = sorted({i.company_remote_id for i in invoices})
         for chunk in _chunks(companies, 500):
             self.clients.update(
@@ -309,16 +366,30 @@ class InvoiceLookups:
                 (source, *chunk),
             ):
                 self.existing[r["remote_id"]] = r
+        numbers = sorted({i.number for i in invoices})
+        for chunk in _chunks(numbers, 500):
+            self.numbers.update(
+                (r[0], r[1])
+                for r in db.execute(
+                    f"SELECT number, remote_id FROM invoices WHERE source = ? AND status != 'deleted' "
+                    f"AND number IN ({','.join('?' * len(chunk))})",
+                    (source, *chunk),
+                )
+            )
 
 
 def upsert_invoice(
     db: Database, clock: Clock, source: str, inv: RemoteInvoice, lookups: InvoiceLookups | None = None
 ) -> str:
     """Insert or update one invoice and its lines; returns created|updated|unchanged|held. Raises Skip."""
-    lookups = lookups or InvoiceLookups(db, source, [inv])
+    lookups = lookups or InvoiceLookups(db, source, [inv], now=to_db(clock.utc_now()))
     raw_json = _raw(inv)
     digest = source_digest(raw_json, inv)
     existing = lookups.existing.get(inv.remote_id)
+    if existing is None and inv.remote_id in lookups.created:
+        existing = db.execute(
+            "SELECT * FROM invoices WHERE source = ? AND remote_id = ?", (source, inv.remote_id)
+        ).fetchone()
     status = "void" if inv.is_void else "open"
     if existing is not None and existing["source_hash"] == digest and existing["status"] != "deleted":
         return _refresh_paid_elsewhere(db, existing, inv)
@@ -326,15 +397,10 @@ def upsert_invoice(
     client_id = lookups.clients.get(inv.company_remote_id)
     if client_id is None:
         raise Skip(f"invoice's company {inv.company_remote_id} is unknown")
-    if existing is None or existing["number"] != inv.number:
-        taken = db.execute(
-            "SELECT remote_id FROM invoices WHERE source = ? AND number = ? AND remote_id != ? "
-            "AND status != 'deleted' LIMIT 1",
-            (source, inv.number, inv.remote_id),
-        ).fetchone()
-        if taken:
-            raise Skip(f"invoice number {inv.number} is already used by invoice {taken[0]} at the source")
-    now = to_db(clock.utc_now())
+    taken = lookups.numbers.get(inv.number)
+    if taken is not None and taken != inv.remote_id:
+        raise Skip(f"invoice number {inv.number} is already used by invoice {taken} at the source")
+    now = lookups.now
     updated = to_db(inv.updated_at) if inv.updated_at else None
     values = (
         client_id,
@@ -361,7 +427,7 @@ def upsert_invoice(
                 f"status {existing['status']} -> {status})",
                 remote=json.loads(raw_json),
             )
-        paid_elsewhere = max(0, inv.paid_minor - _our_written_back(db, existing["id"]))
+        paid_elsewhere = _paid_elsewhere(db, existing["id"], inv)
         db.execute(
             "UPDATE invoices SET client_id = ?, number = ?, kind = ?, status = ?, is_approved = ?, "
             "issued_on = ?, due_on = ?, currency = ?, subtotal_minor = ?, tax_minor = ?, total_minor = ?, "
@@ -372,6 +438,8 @@ def upsert_invoice(
         )
         invoice_id = existing["id"]
         db.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
+        if lookups.numbers.get(existing["number"]) == inv.remote_id:
+            del lookups.numbers[existing["number"]]
         result = "updated"
     else:
         cur = db.execute(
@@ -394,7 +462,9 @@ def upsert_invoice(
             ),
         )
         invoice_id = cur.lastrowid
+        lookups.created.add(inv.remote_id)
         result = "created"
+    lookups.numbers[inv.number] = inv.remote_id
     db.conn.executemany(
         "INSERT INTO invoice_lines (invoice_id, line_no, description, quantity, unit_price_minor, "
         "amount_minor, tax_minor, agreement, project, phase, ticket, service) "
@@ -425,7 +495,7 @@ def _refresh_paid_elsewhere(db: Database, existing: sqlite3.Row, inv: RemoteInvo
     # share paid elsewhere is what the source says was paid less what Cashloop wrote back.
     if not existing["paid_elsewhere_minor"] and not inv.paid_minor:
         return "unchanged"
-    paid_elsewhere = max(0, inv.paid_minor - _our_written_back(db, existing["id"]))
+    paid_elsewhere = _paid_elsewhere(db, existing["id"], inv)
     if paid_elsewhere == existing["paid_elsewhere_minor"]:
         return "unchanged"
     db.execute("UPDATE invoices SET paid_elsewhere_minor = ? WHERE id = ?", (paid_elsewhere, existing["id"]))
@@ -476,10 +546,38 @@ def apply_page(
 ) -> Counter[str]:
     """Apply every item of `page` inside the caller's transaction; returns counts by outcome
     (created, updated, unchanged, held, quarantined). Idempotent: applying a page twice writes once."""
+    args = (db, clock, source, obj, entity_id, page, on_new_billing_contact)
+    try:
+        # Fast path: one savepoint for the page. A record that is refused (Skip) is refused before
+        # anything of it is written, so only a failure of SQLite itself can leave half a record...
+        with db.atomic():
+            return _apply(*args, per_record=False)
+    except _STORE_ERRORS:
+        # ...and then the page is applied again record by record, each in its own savepoint, so the
+        # one record SQLite refuses is quarantined and the rest of the page goes on.
+        return _apply(*args, per_record=True)
+
+
+# What SQLite (or its integer binding) may refuse about one record.
+_STORE_ERRORS = (OverflowError, sqlite3.IntegrityError, sqlite3.DataError)
+
+
+def _apply(
+    db: Database,
+    clock: Clock,
+    source: str,
+    obj: str,
+    entity_id: int,
+    page: Page,
+    on_new_billing_contact: Any,
+    *,
+    per_record: bool,
+) -> Counter[str]:
     counts: Counter[str] = Counter()
     invoices = [i for i in page.items if isinstance(i, RemoteInvoice)]
-    lookups = InvoiceLookups(db, source, invoices) if invoices else None
+    lookups = InvoiceLookups(db, source, invoices, now=to_db(clock.utc_now())) if invoices else None
     applied: list[str] = []
+    catch: tuple[type[Exception], ...] = (Skip, *_STORE_ERRORS) if per_record else (Skip,)
     for item in page.items:
         if isinstance(item, Rejected):
             quarantine(
@@ -494,7 +592,7 @@ def apply_page(
             counts["quarantined"] += 1
             continue
         try:
-            with db.atomic():  # a savepoint: one record's failure leaves the others applied
+            with db.atomic() if per_record else contextlib.nullcontext():
                 if isinstance(item, RemoteCompany):
                     outcome = upsert_company(db, clock, source, entity_id, item)
                 elif isinstance(item, RemoteContact):
@@ -505,7 +603,7 @@ def apply_page(
                     outcome = upsert_invoice(db, clock, source, item, lookups)
                 else:
                     raise Skip(f"unexpected record type {type(item).__name__}")
-        except (Skip, OverflowError, sqlite3.IntegrityError) as exc:
+        except catch as exc:
             reason = (
                 str(exc) if isinstance(exc, Skip) else f"could not be stored ({type(exc).__name__}: {exc})"
             )

@@ -21,8 +21,10 @@ def handler(services: Services):
     def handle(payload: dict[str, Any], key: str) -> str | None:
         detach = getattr(services.gateway, "detach_method", None)
         if detach is None:
-            log.info("payment method %s removed in Cashloop; this gateway cannot detach it",
-                     payload["processor_ref"])
+            log.info(
+                "payment method %s removed in Cashloop; this gateway cannot detach it",
+                payload["processor_ref"],
+            )
             return None
         try:
             detach(payload["processor_ref"])

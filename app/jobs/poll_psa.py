@@ -12,20 +12,24 @@ sweep, and otherwise every `deletion_check_hours`. A 401/403 stops the connector
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from app.core import sync_status
+from app.core import stop_flag, sync_status
 from app.core.clock import from_db, to_db
 from app.core.logins import issue_invitation
 from app.jobs.intake import apply_page, mark_deleted
 from app.services import Services
 from sync import sweep
-from sync.base import ConnectorError, RemoteContact
+from sync.base import ConnectorError, Page, RemoteContact
 
 log = logging.getLogger(__name__)
 OBJECTS = ("companies", "contacts", "invoices")
@@ -145,7 +149,7 @@ def run(
             deletions_due = full or bool(start and sweep.begin(start).is_full)
         try:
             _expect(progress, source, obj, start)
-            for page in getattr(source, obj)(start):
+            for page in read_ahead(getattr(source, obj)(start)):
                 with services.store.write() as db:
                     counts.update(
                         apply_page(
@@ -166,6 +170,10 @@ def run(
                     swept.update(getattr(item, "remote_id", "") for item in page.items)
                 if progress:
                     progress(obj, sum(counts.values()))
+                if stop_flag.requested():  # SIGTERM: this page and its cursor are committed; stop here
+                    report.error = f"{obj}: stopped on request; the next poll goes on after the last page"
+                    log.info("PSA poll %s stopped on request after a committed page of %s", connector, obj)
+                    return report
         except ConnectorError as exc:
             _failed(services, report, connector, obj, stored_cursor, counts, exc, fingerprint)
             break
@@ -226,6 +234,44 @@ def _refresh_open(
             exc,
             fingerprint,
         )
+
+
+def read_ahead(pages: Iterator[Page]) -> Iterator[Page]:
+    """`pages`, with the next one fetched by a helper thread while the current one is applied.
+
+    The PSA's response time and our writes then overlap instead of adding up. Only the helper
+    drives the connector's iterator (connectors need not be thread-safe); an error it meets is
+    raised here, in order, after the pages before it. Pages stay in their order, so a cursor
+    is still stored only with its own page.
+    """
+    box: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def fetch() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        box.put(("page", page), timeout=0.2)
+                        break
+                if stop.is_set():
+                    return
+            box.put(("end", None))
+        except BaseException as exc:  # handed to the consumer, which raises it
+            box.put(("error", exc))
+
+    helper = threading.Thread(target=fetch, name="psa-read-ahead", daemon=True)
+    helper.start()
+    try:
+        while True:
+            kind, value = box.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
 
 
 def _writes(page: Any, counts: Counter[str]) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from app import charging
-from app.core import autopay, autopay_attempts
+from app.core import autopay, autopay_attempts, stop_flag
 from app.core.clock import local_today
 from app.core.emails import date_long
 from app.core.keys import derive_key
@@ -123,6 +123,10 @@ def run(services: Services, *, dry_run: bool = False, limit: int | None = None) 
         report.notices = _expiry_warnings(services) + _upcoming_notices(services)
         report.planned = plan(services)
         for charge in report.planned[:limit]:
+            if stop_flag.requested():  # SIGTERM: every charge started so far is finished and recorded
+                log.info("autopay: stopping on request; %d charges left for the next run",
+                         len(report.planned[:limit]) - report.started)
+                break
             try:
                 _charge(services, charge, report, timing)
             except Exception as exc:  # one bad charge must not stop the others

@@ -36,7 +36,7 @@ def today() -> date:
 
 def create_app(services: Services) -> Flask:
     """Build the portal app for `services`; does no I/O beyond reading config."""
-    from app.web import admin, auth, portal, session, webhooks
+    from app.web import admin, auth, health, portal, session, webhooks
     from app.web.filters import register_filters
 
     config = services.config
@@ -57,10 +57,11 @@ def create_app(services: Services) -> Flask:
     )
     app.extensions["cashloop"] = services
     if config.cashloop.trusted_proxies > 0:
-        from werkzeug.middleware.proxy_fix import ProxyFix
+        from app.web.proxy import TrustedProxyFix
 
-        n = config.cashloop.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+        app.wsgi_app = TrustedProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, hops=config.cashloop.trusted_proxies, addresses=config.ops.proxy_addresses
+        )
 
     csrf = CSRFProtect(app)
     session.init_login(app)
@@ -73,20 +74,11 @@ def create_app(services: Services) -> Flask:
     csrf.exempt(webhooks.bp)
     admin.init_app(app)  # the finance console at /admin (app/web/admin)
 
-    app.add_url_rule("/healthz", "healthz", _healthz)
+    health.init_app(app)  # /healthz (app/web/health.py)
     app.add_url_rule("/theme.css", "theme_css", _theme_css)
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     return app
-
-
-def _healthz() -> tuple[Response, int]:
-    try:
-        services().store.scalar("SELECT 1")
-    except Exception:
-        log.exception("health check: database unavailable")
-        return jsonify(status="error", db="error"), 503
-    return jsonify(status="ok", db="ok"), 200
 
 
 def _theme_css() -> Response:

@@ -17,8 +17,13 @@ from app.web import services
 from app.web.pay import AmountError, parse_amount
 from app.web.session import portal_user
 
-KIND_CHOICES = (("agreement", "Agreement"), ("project", "Project"), ("time_and_materials", "Time and materials"),
-                ("product", "Product"), ("other", "Other"))
+KIND_CHOICES = (
+    ("agreement", "Agreement"),
+    ("project", "Project"),
+    ("time_and_materials", "Time and materials"),
+    ("product", "Product"),
+    ("other", "Other"),
+)
 
 
 def company_currency() -> str:
@@ -26,19 +31,27 @@ def company_currency() -> str:
     svc = services()
     found = svc.store.scalar(
         "SELECT currency FROM invoices WHERE client_id = ? AND status = 'open' GROUP BY currency "
-        "ORDER BY COUNT(*) DESC LIMIT 1", (portal_user().client_id,))
+        "ORDER BY COUNT(*) DESC LIMIT 1",
+        (portal_user().client_id,),
+    )
     return str(found or svc.config.entity.currency)
 
 
 def upcoming(client_id: int) -> list[autopay.PlannedCharge]:
     svc = services()
-    return autopay.upcoming_charges(svc.store, svc.clock, svc.config.tz, client_id,
-                                    surcharge=getattr(svc.config, "surcharge", None),
-                                    approval_default=svc.config.portal.approval_threshold)
+    return autopay.upcoming_charges(
+        svc.store,
+        svc.clock,
+        svc.config.tz,
+        client_id,
+        surcharge=getattr(svc.config, "surcharge", None),
+        approval_default=svc.config.portal.approval_threshold,
+    )
 
 
-def rule_in_words(rule: autopay.AutopayRule | None, methods: list[saved_methods.SavedMethodRow],
-                  currency: str) -> str:
+def rule_in_words(
+    rule: autopay.AutopayRule | None, methods: list[saved_methods.SavedMethodRow], currency: str
+) -> str:
     if rule is None or not rule.is_enabled:
         return "Autopay is off: invoices are paid only when someone pays them here."
     from app.core.emails import money
@@ -47,8 +60,11 @@ def rule_in_words(rule: autopay.AutopayRule | None, methods: list[saved_methods.
     names = [KIND_LABELS.get(k, k) for k in rule.kinds]
     kinds = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     method = next((m for m in methods if m.id == rule.payment_method_id), None)
-    when = ("on their due date" if rule.schedule == "due_date"
-            else f"{rule.schedule_days} day{'s' if rule.schedule_days != 1 else ''} after the invoice date")
+    when = (
+        "on their due date"
+        if rule.schedule == "due_date"
+        else f"{rule.schedule_days} day{'s' if rule.schedule_days != 1 else ''} after the invoice date"
+    )
     if rule.grace_days:
         when += f", {rule.grace_days} day{'s' if rule.grace_days != 1 else ''} later"
     text = f"Pay {kinds.lower().replace('t&m', 'T&M')} invoices {when}"
@@ -83,14 +99,22 @@ def autopay_page() -> Any:
             return redirect(url_for("portal.autopay"))
         status = 400
     return render_template(
-        "autopay.html", rule=rule, methods=methods, currency=currency, errors=errors, values=values,
-        words=rule_in_words(rule, methods, currency), upcoming=upcoming(user.client_id) if rule else [],
-        kind_choices=KIND_CHOICES, method_label=method_label,
+        "autopay.html",
+        rule=rule,
+        methods=methods,
+        currency=currency,
+        errors=errors,
+        values=values,
+        words=rule_in_words(rule, methods, currency),
+        upcoming=upcoming(user.client_id) if rule else [],
+        kind_choices=KIND_CHOICES,
+        method_label=method_label,
     ), status
 
 
-def _save(rule: autopay.AutopayRule | None, methods: list[saved_methods.SavedMethodRow],
-          currency: str) -> dict[str, str]:
+def _save(
+    rule: autopay.AutopayRule | None, methods: list[saved_methods.SavedMethodRow], currency: str
+) -> dict[str, str]:
     svc, user = services(), portal_user()
     form = request.form
     errors: dict[str, str] = {}
@@ -114,12 +138,18 @@ def _save(rule: autopay.AutopayRule | None, methods: list[saved_methods.SavedMet
         return errors
     try:
         autopay.set_rule(
-            svc.store, svc.clock, user.client_id, enabled=enabled,
+            svc.store,
+            svc.clock,
+            user.client_id,
+            enabled=enabled,
             payment_method_id=method.id if method else None,
-            kinds=form.getlist("kinds"), max_minor=max_minor,
+            kinds=form.getlist("kinds"),
+            max_minor=max_minor,
             approval_above_minor=rule.approval_above_minor if rule else None,
-            schedule=schedule, schedule_days=days,
-            grace_days=rule.grace_days if rule else 0, grouping=rule.grouping if rule else "per_invoice",
+            schedule=schedule,
+            schedule_days=days,
+            grace_days=rule.grace_days if rule else 0,
+            grouping=rule.grouping if rule else "per_invoice",
             pause_on_dispute=rule.pause_on_dispute if rule else True,
             actor=f"login:{user.email}",
         )
@@ -134,11 +164,22 @@ def turn_off(*, reason: str) -> None:
     rule = autopay.get_rule(svc.store, user.client_id)
     if rule is None or not rule.is_enabled:
         return
-    autopay.set_rule(svc.store, svc.clock, user.client_id, enabled=False, payment_method_id=None,
-                     kinds=rule.kinds, max_minor=rule.max_minor, approval_above_minor=rule.approval_above_minor,
-                     schedule=rule.schedule, schedule_days=rule.schedule_days, grace_days=rule.grace_days,
-                     grouping=rule.grouping, pause_on_dispute=rule.pause_on_dispute,
-                     actor=f"login:{user.email} ({reason})")
+    autopay.set_rule(
+        svc.store,
+        svc.clock,
+        user.client_id,
+        enabled=False,
+        payment_method_id=None,
+        kinds=rule.kinds,
+        max_minor=rule.max_minor,
+        approval_above_minor=rule.approval_above_minor,
+        schedule=rule.schedule,
+        schedule_days=rule.schedule_days,
+        grace_days=rule.grace_days,
+        grouping=rule.grouping,
+        pause_on_dispute=rule.pause_on_dispute,
+        actor=f"login:{user.email} ({reason})",
+    )
 
 
 def max_input(rule: autopay.AutopayRule | None, currency: str) -> str:

@@ -22,7 +22,11 @@ from app.core.keys import public_token
 from app.web import services
 from app.web.session import portal_user
 
-ROLES = {"billing": "Billing (pays)", "approver": "Approver (pays and approves)", "viewer": "Viewer (sees only)"}
+ROLES = {
+    "billing": "Billing (pays)",
+    "approver": "Approver (pays and approves)",
+    "viewer": "Viewer (sees only)",
+}
 SETTABLE = ("approver", "viewer")
 
 
@@ -43,8 +47,10 @@ def _contacts() -> list[dict[str, Any]]:
         "ORDER BY c.role = 'billing' DESC, c.last_name COLLATE NOCASE, c.first_name COLLATE NOCASE",
         (to_db(svc.clock.utc_now()), user.client_id),
     )
-    return [dict(r) | {"ref": contact_ref(r["id"]), "is_me": logins.normalize_email(r["email"]) == user.email}
-            for r in rows]
+    return [
+        dict(r) | {"ref": contact_ref(r["id"]), "is_me": logins.normalize_email(r["email"]) == user.email}
+        for r in rows
+    ]
 
 
 def _find(ref: str) -> dict[str, Any]:
@@ -60,17 +66,30 @@ def _require_billing() -> None:
 
 
 def contacts_page() -> Any:
-    return render_template("contacts.html", contacts=_contacts(), roles=ROLES, settable=SETTABLE,
-                           errors={}, values={}, can_manage=portal_user().client.role == "billing")
+    return render_template(
+        "contacts.html",
+        contacts=_contacts(),
+        roles=ROLES,
+        settable=SETTABLE,
+        errors={},
+        values={},
+        can_manage=portal_user().client.role == "billing",
+    )
 
 
 def _invite(email: str, first_name: str) -> bool:
     svc = services()
     with svc.store.write() as db:
         return logins.issue_invitation(
-            db, svc.clock, email=email, first_name=first_name, client_name=portal_user().client.name,
-            base_url=svc.config.cashloop.base_url, days=svc.config.portal.invitation_days,
-            branding_name=svc.config.branding.name)
+            db,
+            svc.clock,
+            email=email,
+            first_name=first_name,
+            client_name=portal_user().client.name,
+            base_url=svc.config.cashloop.base_url,
+            days=svc.config.portal.invitation_days,
+            branding_name=svc.config.branding.name,
+        )
 
 
 def invite_existing() -> Any:
@@ -99,19 +118,43 @@ def add_person() -> Any:
         errors["first_name"] = "Enter their first name; the invitation greets them by it."
     if role not in SETTABLE:
         errors["role"] = "Choose approver or viewer; billing contacts come from our billing system."
-    if not errors and svc.store.one("SELECT 1 FROM contacts WHERE client_id = ? AND email = ? AND is_active = 1",
-                                    (user.client_id, email)):
+    if not errors and svc.store.one(
+        "SELECT 1 FROM contacts WHERE client_id = ? AND email = ? AND is_active = 1", (user.client_id, email)
+    ):
         errors["email"] = "That person is already listed below."
     if errors:
-        return render_template("contacts.html", contacts=_contacts(), roles=ROLES, settable=SETTABLE,
-                               errors=errors, values=form, can_manage=True), 400
+        return render_template(
+            "contacts.html",
+            contacts=_contacts(),
+            roles=ROLES,
+            settable=SETTABLE,
+            errors=errors,
+            values=form,
+            can_manage=True,
+        ), 400
     with svc.store.write() as db:
         db.execute(
-            "INSERT INTO contacts (client_id, source, remote_id, email, first_name, last_name, role, is_active, "
+            "INSERT INTO contacts (client_id, source, remote_id, email, first_name, last_name, role, "
+            "is_active, "
             "synced_at) VALUES (?, 'portal', ?, ?, ?, ?, ?, 1, ?)",
-            (user.client_id, f"portal-{public_token(9)}", email, first, last, role, to_db(svc.clock.utc_now())))
-        audit(db, svc.clock, actor=f"login:{user.email}", action="contact.added", target=f"client:{user.client_id}",
-              detail={"email": email, "role": role})
+            (
+                user.client_id,
+                f"portal-{public_token(9)}",
+                email,
+                first,
+                last,
+                role,
+                to_db(svc.clock.utc_now()),
+            ),
+        )
+        audit(
+            db,
+            svc.clock,
+            actor=f"login:{user.email}",
+            action="contact.added",
+            target=f"client:{user.client_id}",
+            detail={"email": email, "role": role},
+        )
     _invite(email, first)
     flash(f"{first} is added as {role}; an invitation is on its way to {email}.", "info")
     return redirect(url_for("portal.contacts"))
@@ -123,12 +166,23 @@ def change_role() -> Any:
     c = _find(request.form.get("contact", ""))
     role = request.form.get("role", "")
     if c["is_me"] or c["role"] == "billing" or role not in SETTABLE:
-        abort(400, description="That role cannot be changed here: billing contacts come from our billing "
-                               "system, and nobody changes their own role.")
+        abort(
+            400,
+            description="That role cannot be changed here: billing contacts come from our billing "
+            "system, and nobody changes their own role.",
+        )
     with svc.store.write() as db:
-        db.execute("UPDATE contacts SET role = ? WHERE id = ? AND client_id = ?", (role, c["id"], user.client_id))
-        audit(db, svc.clock, actor=f"login:{user.email}", action="contact.role_changed",
-              target=f"client:{user.client_id}", detail={"email": c["email"], "from": c["role"], "to": role})
+        db.execute(
+            "UPDATE contacts SET role = ? WHERE id = ? AND client_id = ?", (role, c["id"], user.client_id)
+        )
+        audit(
+            db,
+            svc.clock,
+            actor=f"login:{user.email}",
+            action="contact.role_changed",
+            target=f"client:{user.client_id}",
+            detail={"email": c["email"], "from": c["role"], "to": role},
+        )
     flash(f"{c['email']} is now {ROLES[role].split(' ')[0].lower()}.", "info")
     return redirect(url_for("portal.contacts"))
 

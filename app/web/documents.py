@@ -16,15 +16,20 @@ from app.web.session import portal_user
 
 
 def _company() -> Any:
-    return services().store.one("SELECT name, remote_id, identifier FROM clients WHERE id = ?",
-                                (portal_user().client_id,))
+    return services().store.one(
+        "SELECT name, remote_id, identifier FROM clients WHERE id = ?", (portal_user().client_id,)
+    )
 
 
 def _common() -> dict[str, Any]:
     svc = services()
-    return {"company": _company(), "logo": logo_data_url(svc.config.branding.logo_url),
-            "base_url": svc.config.cashloop.base_url.rstrip("/"), "entity_name": svc.config.entity.name,
-            "generated_on": today()}
+    return {
+        "company": _company(),
+        "logo": logo_data_url(svc.config.branding.logo_url),
+        "base_url": svc.config.cashloop.base_url.rstrip("/"),
+        "entity_name": svc.config.entity.name,
+        "generated_on": today(),
+    }
 
 
 def invoice_pdf(token: str) -> Any:
@@ -56,13 +61,15 @@ def _statement(month_text: str) -> statements.Statement:
     if month is None or month > day.replace(day=1):
         abort(404)
     svc = services()
-    return statements.build(svc.store, portal_user().client_id, month, today=day, tz=svc.config.tz,
-                            thresholds=thresholds())
+    return statements.build(
+        svc.store, portal_user().client_id, month, today=day, tz=svc.config.tz, thresholds=thresholds()
+    )
 
 
 def statement_page(month: str) -> Any:
-    return render_template("statement.html", st=_statement(month), buckets=statements.BUCKETS,
-                           month_text=month)
+    return render_template(
+        "statement.html", st=_statement(month), buckets=statements.BUCKETS, month_text=month
+    )
 
 
 def statement_pdf(month: str) -> Any:
@@ -80,8 +87,10 @@ def receipt_pdf(token: str) -> Any:
 
     lines = queries.payment_lines(svc.store, client_id, p["id"])
     visible = [ln["token"] for ln in lines if ln["is_visible"]]
-    balances = {r.token: r for r in (queries.find_invoices(svc.store, client_id, visible, today(),
-                                                           thresholds()) or [])}
+    balances = {
+        r.token: r
+        for r in (queries.find_invoices(svc.store, client_id, visible, today(), thresholds()) or [])
+    }
     data = render_pdf("pdf/receipt.html", p=p, lines=lines, balances=balances, **_common())
     from app.web.filters import payment_reference
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -54,6 +55,7 @@ _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express
            "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay"}
 
 
+@functools.lru_cache(maxsize=8192)
 def date_short(value: date | str | None) -> str:
     """A calendar date for a table cell: "Sep 24, 2026" (never wraps mid-date with .nowrap)."""
     if not value:
@@ -62,10 +64,38 @@ def date_short(value: date | str | None) -> str:
     return format_date(day, format="medium", locale=LOCALE)
 
 
+@functools.lru_cache(maxsize=8192)
+def _date_long(value: date | str) -> str:
+    return date_long(value)
+
+
+@functools.lru_cache(maxsize=64)
 def currency_prefix(currency: str) -> str:
     """What the display puts before the digits: "$" for USD, "KWD" for KWD (for the live total)."""
     shown = money(0, currency)
     return shown[: next(i for i, ch in enumerate(shown) if ch.isdigit())]
+
+
+def fast_money(amount_minor: int, currency: str) -> str:
+    """The same text as app.core.emails.money (Babel, en_US), built without Babel per call.
+
+    A page of 50 invoices formats a few hundred amounts, and Babel's pattern machinery was most
+    of the list's time; the currency's symbol comes from Babel once, the digits are grouped here.
+    tests/web/test_money_filter.py checks both agree.
+    """
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        return money(amount_minor, currency)  # raises MoneyError like the original
+    places = exponent(currency)
+    whole, frac = divmod(abs(amount_minor), 10**places)
+    digits = f"{whole:,}" + (f".{frac:0{places}d}" if places else "")
+    return ("-" if amount_minor < 0 else "") + currency_prefix(currency) + digits
+
+
+def money_signed(amount_minor: int, currency: str) -> str:
+    """A credit shown as "−$307.60" (a real minus sign), anything else as fast_money."""
+    if amount_minor < 0:
+        return "−" + fast_money(-amount_minor, currency)
+    return fast_money(amount_minor, currency)
 
 
 def amount_input(amount_minor: int, currency: str) -> str:
@@ -97,8 +127,9 @@ def register_filters(app: Flask, config: Config) -> None:
         return f"{clock_text} {moment.strftime('%Z')}"
 
     app.jinja_env.filters.update(
-        money=money,
-        date_long=date_long,
+        money=fast_money,
+        money_signed=money_signed,
+        date_long=_date_long,
         local_date=local_date,
         local_date_long=local_date_long,
         local_date_short=local_date_short,

@@ -42,21 +42,37 @@ def dispute_line(token: str, line_no: int) -> Any:
     if inv.is_credit:
         abort(404)
     line = _line(inv.id, line_no)
-    context = {"inv": inv, "line": line, "error": None, "reason": "",
-               "min_len": line_disputes.REASON_MIN, "max_len": line_disputes.REASON_MAX}
+    context = {
+        "inv": inv,
+        "line": line,
+        "error": None,
+        "reason": "",
+        "min_len": line_disputes.REASON_MIN,
+        "max_len": line_disputes.REASON_MAX,
+    }
     if request.method == "GET":
         return render_template("dispute.html", **context)
     svc, user = services(), portal_user()
     context["reason"] = request.form.get("reason", "")[: line_disputes.REASON_MAX + 100]
     try:
         with svc.store.write() as db:
-            line_disputes.open_dispute(db, svc.clock, client_id=user.client_id, invoice_id=inv.id,
-                                       line_no=line_no, reason=context["reason"], raised_by=user.email)
+            line_disputes.open_dispute(
+                db,
+                svc.clock,
+                client_id=user.client_id,
+                invoice_id=inv.id,
+                line_no=line_no,
+                reason=context["reason"],
+                raised_by=user.email,
+            )
     except line_disputes.DisputeError as exc:
         context["error"] = str(exc)
         return render_template("dispute.html", **context), 400
-    flash(f"Line {line_no} of {inv.number} is now in dispute. We will reply by email; reminders and autopay "
-          "wait for this invoice until then.", "info")
+    flash(
+        f"Line {line_no} of {inv.number} is now in dispute. We will reply by email; reminders and autopay "
+        "wait for this invoice until then.",
+        "info",
+    )
     return redirect(url_for("portal.invoice", token=token))
 
 
@@ -67,8 +83,9 @@ def withdraw_dispute(token: str, dispute_token: str) -> Any:
     svc, user = services(), portal_user()
     try:
         with svc.store.write() as db:
-            d = line_disputes.withdraw_dispute(db, svc.clock, client_id=user.client_id, token=dispute_token,
-                                               actor=user.email)
+            d = line_disputes.withdraw_dispute(
+                db, svc.clock, client_id=user.client_id, token=dispute_token, actor=user.email
+            )
     except line_disputes.DisputeError:
         abort(404)
     if d.invoice_id != inv.id:  # pragma: no cover - the token is unique; a mismatch is a forged form
@@ -85,8 +102,14 @@ def approve_invoice(token: str) -> Any:
     svc = services()
     try:
         with svc.store.write() as db:
-            approvals.approve(db, svc.clock, invoice_id=inv.id, client_id=user.client_id, approver=user.email,
-                              role=user.client.role)
+            approvals.approve(
+                db,
+                svc.clock,
+                invoice_id=inv.id,
+                client_id=user.client_id,
+                approver=user.email,
+                role=user.client.role,
+            )
     except approvals.ApprovalError as exc:
         abort(400, description=str(exc))
     flash(f"{inv.number} is approved; it can now be paid.", "info")
@@ -94,8 +117,13 @@ def approve_invoice(token: str) -> Any:
 
 
 def register(bp: Blueprint) -> None:
-    bp.add_url_rule("/invoices/<token>/lines/<int:line_no>/dispute", "dispute_line", dispute_line,
-                    methods=["GET", "POST"])
-    bp.add_url_rule("/invoices/<token>/disputes/<dispute_token>/withdraw", "withdraw_dispute", withdraw_dispute,
-                    methods=["POST"])
+    bp.add_url_rule(
+        "/invoices/<token>/lines/<int:line_no>/dispute", "dispute_line", dispute_line, methods=["GET", "POST"]
+    )
+    bp.add_url_rule(
+        "/invoices/<token>/disputes/<dispute_token>/withdraw",
+        "withdraw_dispute",
+        withdraw_dispute,
+        methods=["POST"],
+    )
     bp.add_url_rule("/invoices/<token>/approve", "approve_invoice", approve_invoice, methods=["POST"])

@@ -41,7 +41,9 @@ SORTS = {
     "balance": "Balance",
     "status": "Status",
 }
-_STATUS_ORDER = "CASE status_key " + " ".join(f"WHEN '{s}' THEN {n}" for n, s in enumerate(STATUS_RANK)) + " END"
+_STATUS_ORDER = (
+    "CASE status_key " + " ".join(f"WHEN '{s}' THEN {n}" for n, s in enumerate(STATUS_RANK)) + " END"
+)
 _SORT_SQL = {
     "date": ("issued_on",),
     "due": ("due_on",),
@@ -91,11 +93,17 @@ class InvoiceFilters:
     def params(self, **changes: object) -> dict[str, object]:
         """Query-string parameters for this selection with `changes`, leaving out defaults."""
         values: dict[str, object] = {
-            "kind": self.kind, "status": self.status, "q": self.q, "project": self.project,
-            "agreement": self.agreement, "service": self.service,
+            "kind": self.kind,
+            "status": self.status,
+            "q": self.q,
+            "project": self.project,
+            "agreement": self.agreement,
+            "service": self.service,
             "due_from": self.due_from.isoformat() if self.due_from else "",
             "due_to": self.due_to.isoformat() if self.due_to else "",
-            "sort": self.sort, "dir": self.direction, "page": self.page,
+            "sort": self.sort,
+            "dir": self.direction,
+            "page": self.page,
         }
         values.update(changes)
         defaults = {"status": "unpaid", "sort": "due", "dir": "asc", "page": 1}
@@ -192,11 +200,15 @@ def _conditions(f: InvoiceFilters, params: dict[str, object], *, with_kind: bool
         value = getattr(f, ref)
         if value:
             params[ref] = value
-            where.append(f"({ref} = :{ref} OR EXISTS (SELECT 1 FROM invoice_lines l "
-                         f"WHERE l.invoice_id = inv.id AND l.{ref} = :{ref}))")
+            where.append(
+                f"({ref} = :{ref} OR EXISTS (SELECT 1 FROM invoice_lines l "
+                f"WHERE l.invoice_id = inv.id AND l.{ref} = :{ref}))"
+            )
     if f.service:
         params["service"] = f.service
-        where.append("EXISTS (SELECT 1 FROM invoice_lines l WHERE l.invoice_id = inv.id AND l.service = :service)")
+        where.append(
+            "EXISTS (SELECT 1 FROM invoice_lines l WHERE l.invoice_id = inv.id AND l.service = :service)"
+        )
     if f.due_from:
         params["due_from"] = f.due_from.isoformat()
         where.append("due_on >= :due_from")
@@ -207,13 +219,20 @@ def _conditions(f: InvoiceFilters, params: dict[str, object], *, with_kind: bool
         params["q"] = _like(f.q)
         on_invoice = " OR ".join(f"{c} LIKE :q ESCAPE '\\'" for c in _SEARCHED_INVOICE)
         on_lines = " OR ".join(f"l.{c} LIKE :q ESCAPE '\\'" for c in _SEARCHED_LINE)
-        where.append(f"({on_invoice} OR EXISTS (SELECT 1 FROM invoice_lines l "
-                     f"WHERE l.invoice_id = inv.id AND ({on_lines})))")
+        where.append(
+            f"({on_invoice} OR EXISTS (SELECT 1 FROM invoice_lines l "
+            f"WHERE l.invoice_id = inv.id AND ({on_lines})))"
+        )
     return (" WHERE " + " AND ".join(where)) if where else ""
 
 
 def list_invoices(
-    store: Store, client_id: int, today: date, f: InvoiceFilters, *, thresholds: dict[str, int],
+    store: Store,
+    client_id: int,
+    today: date,
+    f: InvoiceFilters,
+    *,
+    thresholds: dict[str, int],
     per_page: int = PER_PAGE,
 ) -> InvoicePage:
     """One page of the client's invoices matching `f`, with counts and totals of the whole selection."""
@@ -224,7 +243,8 @@ def list_invoices(
         CategoryTotal(r["kind"], r["currency"], r["n"], r["total_minor"], r["owed_minor"], r["credit_minor"])
         for r in store.all(
             f"{cte} SELECT kind, currency, COUNT(*) AS n, SUM(total_minor) AS total_minor, "
-            f"SUM(CASE WHEN kind != 'credit_memo' AND balance_minor > 0 THEN balance_minor ELSE 0 END) AS owed_minor, "
+            f"SUM(CASE WHEN kind != 'credit_memo' AND balance_minor > 0 THEN balance_minor ELSE 0 END) "
+            f"AS owed_minor, "
             f"SUM(CASE WHEN kind = 'credit_memo' AND balance_minor < 0 THEN -balance_minor ELSE 0 END) "
             f"AS credit_minor FROM inv{cond_all_kinds} GROUP BY kind, currency ORDER BY kind, currency",
             params,
@@ -235,8 +255,11 @@ def list_invoices(
     totals: dict[str, CurrencyTotal] = {}
     for c in chosen:
         t = totals.get(c.currency, CurrencyTotal(c.currency, 0, 0))
-        totals[c.currency] = replace(t, total_minor=t.total_minor + c.total_minor,
-                                     balance_minor=t.balance_minor + c.owed_minor - c.credit_minor)
+        totals[c.currency] = replace(
+            t,
+            total_minor=t.total_minor + c.total_minor,
+            balance_minor=t.balance_minor + c.owed_minor - c.credit_minor,
+        )
     pages = max(1, -(-count // per_page))
     page = min(max(1, f.page), pages)
     direction = "DESC" if f.direction == "desc" else "ASC"
@@ -247,18 +270,35 @@ def list_invoices(
         f"{cte} SELECT {COLUMNS} FROM inv{cond} ORDER BY {order}, id {direction} LIMIT :limit OFFSET :offset",
         params,
     )
-    return InvoicePage([row_from_sql(r, today) for r in rows], count, page, pages,
-                       [totals[c] for c in sorted(totals)], categories)
+    return InvoicePage(
+        [row_from_sql(r, today) for r in rows],
+        count,
+        page,
+        pages,
+        [totals[c] for c in sorted(totals)],
+        categories,
+    )
 
 
 def filter_options(store: Store, client_id: int) -> dict[str, list[str]]:
-    """The projects, agreements and services the client's visible invoices name (for the filter menus)."""
+    """The projects, agreements and services the client's visible invoices name (for the filter menus).
+
+    Kept until the client's data changes (app.web.list_cache): they scan every line of its invoices.
+    """
+    from app.web import list_cache
+
+    key = (store.path, client_id, list_cache.client_version(store, client_id))
+    return list_cache.options.get_or_compute(key, lambda: _read_options(store, client_id))
+
+
+def _read_options(store: Store, client_id: int) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     visible = "i.client_id = ? AND i.status = 'open' AND i.is_approved = 1"
     for ref in ("project", "agreement", "service"):
         on_invoice = (
             f"SELECT i.{ref} AS v FROM invoices i WHERE {visible} AND i.{ref} IS NOT NULL UNION "
-            if ref != "service" else ""
+            if ref != "service"
+            else ""
         )
         sql = (
             f"SELECT v FROM ({on_invoice}SELECT l.{ref} AS v FROM invoices i JOIN invoice_lines l "

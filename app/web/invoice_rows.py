@@ -29,8 +29,17 @@ STATUS_LABELS = {
     "not_yet_due": "Not yet due",
 }
 # Most urgent first: the order of "sort by status".
-STATUS_RANK = ("overdue", "due_today", "awaiting_approval", "in_dispute", "processing", "partly_paid",
-               "not_yet_due", "paid", "credit")
+STATUS_RANK = (
+    "overdue",
+    "due_today",
+    "awaiting_approval",
+    "in_dispute",
+    "processing",
+    "partly_paid",
+    "not_yet_due",
+    "paid",
+    "credit",
+)
 
 COLUMNS = (
     "id, token, number, kind, issued_on, due_on, currency, subtotal_minor, tax_minor, total_minor, "
@@ -47,7 +56,9 @@ def approval_sql(thresholds: dict[str, int]) -> str:
     """
     if not thresholds:
         return "0"
-    cases = " ".join(f"WHEN '{c}' THEN {int(v)}" for c, v in thresholds.items() if c.isalpha() and len(c) == 3)
+    cases = " ".join(
+        f"WHEN '{c}' THEN {int(v)}" for c, v in thresholds.items() if c.isalpha() and len(c) == 3
+    )
     return (
         f"(i.kind != 'credit_memo' AND i.total_minor > (CASE i.currency {cases} END) AND NOT EXISTS ("
         "SELECT 1 FROM invoice_approvals ap WHERE ap.invoice_id = i.id "
@@ -67,6 +78,8 @@ def client_invoices_cte(thresholds: dict[str, int]) -> str:
     FROM invoices ci JOIN allocations a ON a.invoice_id = ci.id JOIN payments p ON p.id = a.payment_id
     WHERE ci.client_id = :client
     GROUP BY a.invoice_id
+), disputed AS (
+    SELECT DISTINCT invoice_id FROM open_line_disputes WHERE client_id = :client
 ), base AS (
     SELECT i.id, i.token, i.number, i.kind, i.issued_on, i.due_on, i.currency, i.subtotal_minor,
            i.tax_minor, i.total_minor, i.paid_elsewhere_minor, i.agreement, i.project, i.phase, i.ticket,
@@ -74,7 +87,7 @@ def client_invoices_cte(thresholds: dict[str, int]) -> str:
            COALESCE(paid.paid_minor, 0) AS paid_minor,
            COALESCE(paid.reserved_minor, 0) AS reserved_minor,
            i.total_minor - i.paid_elsewhere_minor - COALESCE(paid.paid_minor, 0) AS balance_minor,
-           EXISTS (SELECT 1 FROM open_line_disputes d WHERE d.invoice_id = i.id) AS in_dispute,
+           i.id IN disputed AS in_dispute,
            {approval_sql(thresholds)} AS awaits_approval,
            COALESCE(CASE WHEN i.project IS NOT NULL AND i.phase IS NOT NULL THEN i.project || ' · ' || i.phase
                          ELSE i.project END,

@@ -48,13 +48,23 @@ def methods_page() -> Any:
         try:
             customer = _customer(svc, user.client_id, user.email)
             _, setup_secret = svc.gateway.create_setup_intent(
-                customer, key=derive_key("setup-method", client=user.client_id, at=svc.clock.utc_now().isoformat()))
+                customer,
+                key=derive_key("setup-method", client=user.client_id, at=svc.clock.utc_now().isoformat()),
+            )
         except ConnectorError as exc:
             log.warning("payment methods: SetupIntent failed: %s", exc)
             error = UNAVAILABLE
-    return render_template("methods.html", methods=methods, setup_secret=setup_secret, error=error,
-                           autopay_method_id=_autopay_method_id(), year=now.year, month=now.month,
-                           publishable_key=svc.config.stripe.publishable_key, js_url=svc.config.stripe.js_url)
+    return render_template(
+        "methods.html",
+        methods=methods,
+        setup_secret=setup_secret,
+        error=error,
+        autopay_method_id=_autopay_method_id(),
+        year=now.year,
+        month=now.month,
+        publishable_key=svc.config.stripe.publishable_key,
+        js_url=svc.config.stripe.js_url,
+    )
 
 
 def save_method() -> Any:
@@ -77,9 +87,18 @@ def save_method() -> Any:
     try:
         with svc.store.write() as db:
             saved = saved_methods.save_method(
-                db, svc.clock, client_id=user.client_id, processor_ref=m.processor_ref, type=m.type,
-                brand=m.brand, last4=m.last4, exp_month=m.exp_month, exp_year=m.exp_year,
-                bank_name=getattr(m, "bank_name", None), actor=user.email)
+                db,
+                svc.clock,
+                client_id=user.client_id,
+                processor_ref=m.processor_ref,
+                type=m.type,
+                brand=m.brand,
+                last4=m.last4,
+                exp_month=m.exp_month,
+                exp_year=m.exp_year,
+                bank_name=getattr(m, "bank_name", None),
+                actor=user.email,
+            )
     except saved_methods.MethodError as exc:
         return jsonify(status="failed", message=str(exc)), 400
     flash(f"Saved {saved.brand or 'card'} ending {saved.last4}.", "info")
@@ -91,8 +110,13 @@ def make_default() -> Any:
     svc, user = services(), portal_user()
     try:
         with svc.store.write() as db:
-            saved_methods.set_default(db, svc.clock, client_id=user.client_id,
-                                      processor_ref=request.form.get("method", ""), actor=user.email)
+            saved_methods.set_default(
+                db,
+                svc.clock,
+                client_id=user.client_id,
+                processor_ref=request.form.get("method", ""),
+                actor=user.email,
+            )
     except saved_methods.MethodError:
         abort(404)
     flash("Default payment method changed.", "info")
@@ -105,16 +129,19 @@ def remove() -> Any:
     ref = request.form.get("method", "")
     try:
         with svc.store.write() as db:
-            used_by_autopay = saved_methods.remove_method(db, svc.clock, client_id=user.client_id,
-                                                          processor_ref=ref, actor=user.email)
+            used_by_autopay = saved_methods.remove_method(
+                db, svc.clock, client_id=user.client_id, processor_ref=ref, actor=user.email
+            )
     except saved_methods.MethodError:
         abort(404)
     if used_by_autopay:
         from app.web.autopay_views import turn_off
 
         turn_off(reason="its payment method was removed")
-        flash("Removed. Autopay used it, so autopay is now off: choose another method to turn it on again.",
-              "info")
+        flash(
+            "Removed. Autopay used it, so autopay is now off: choose another method to turn it on again.",
+            "info",
+        )
     else:
         flash("Payment method removed.", "info")
     return redirect(url_for("portal.payment_methods"))

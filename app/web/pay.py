@@ -147,7 +147,8 @@ def pay_form() -> Any:
             )
         return render_template("pay.html", **context), status
     if request.form.get("method", context["method"]) not in methods:
-        context["form_error"] = "Choose how to pay: " + " or ".join(payment_rules.LABELS[m] for m in methods) + "."
+        choices = " or ".join(payment_rules.LABELS[m] for m in methods)
+        context["form_error"] = f"Choose how to pay: {choices}."
         return render_template("pay.html", **context), 400
     context["values"] = request.form
     items, errors = check_amounts(

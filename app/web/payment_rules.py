@@ -38,7 +38,9 @@ def methods_for_kinds(services: Services, client_id: int, kinds: list[str]) -> t
     return tuple(m for m in ORDER if m in allowed)
 
 
-def surcharge_minor(services: Services, client_id: int, *, amount_minor: int, currency: str, method: str) -> int:
+def surcharge_minor(
+    services: Services, client_id: int, *, amount_minor: int, currency: str, method: str
+) -> int:
     """The card surcharge the payments engine would add (0 where none applies or none is configured)."""
     settings = getattr(services.config, "surcharge", None)
     if settings is None:
@@ -46,5 +48,6 @@ def surcharge_minor(services: Services, client_id: int, *, amount_minor: int, cu
     from app.core import surcharge
 
     region = surcharge.client_region(services.store.db, client_id)
-    return surcharge.surcharge_for(settings, amount_minor=amount_minor, currency=currency, method=method,
-                                   region=region)
+    return surcharge.surcharge_for(
+        settings, amount_minor=amount_minor, currency=currency, method=method, region=region
+    )

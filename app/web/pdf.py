@@ -38,5 +38,6 @@ def render_pdf(template: str, **context: object) -> bytes:
 def pdf_response(data: bytes, filename: str) -> Response:
     """A download with a safe file name; never cached (it holds balances)."""
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in filename)[:100] or "document.pdf"
-    return Response(data, mimetype="application/pdf",
-                    headers={"Content-Disposition": f'attachment; filename="{safe}"'})
+    return Response(
+        data, mimetype="application/pdf", headers={"Content-Disposition": f'attachment; filename="{safe}"'}
+    )

@@ -72,6 +72,8 @@ def home() -> Any:
     th = thresholds()
     return render_template(
         "home.html",
+        next_autopay=_autopay_charges()[:1],
+        autopay_on=_autopay_on(),
         totals=queries.due_totals(store, client_id, day, th),
         credits=queries.credit_totals(store, client_id, day),
         urgent=queries.open_invoices(store, client_id, day, limit=5, th=th),
@@ -88,24 +90,56 @@ def _int_arg(name: str, default: int) -> int:
 
 @bp.get("/invoices")
 def invoices() -> Any:
-    svc, client_id = services(), portal_user().client_id
+    from markupsafe import Markup
+
+    from app.web import list_cache
+
+    svc, client_id, day = services(), portal_user().client_id, today()
     f, errors = invoice_list.filters_from_args(request.args)
-    result = invoice_list.list_invoices(svc.store, client_id, today(), f, thresholds=thresholds())
+    th = thresholds()
+    # One key for this client's data as it is now; see app.web.list_cache.
+    key = (svc.store.path, client_id, list_cache.client_version(svc.store, client_id), f, day,
+           tuple(sorted(th.items())))
+    result = list_cache.pages.get_or_compute(
+        key, lambda: invoice_list.list_invoices(svc.store, client_id, day, f, thresholds=th))
 
     def page_url(**changes: Any) -> str:
         return url_for("portal.invoices", **f.params(**{"page": result.page, **changes}))
 
+    can_select = current_user.can_pay and any(r.payable_minor > 0 for r in result.rows)
+    table = list_cache.tables.get_or_compute(
+        (*key, can_select),
+        # NOTE: Markup of our own rendered (autoescaped) template, not of any input.
+        lambda: Markup(render_template("_invoice_table.html",  # noqa: S704 f=f, result=result, page_url=page_url,
+                                       can_select=can_select)))
     return render_template(
         "invoices.html",
         f=f,
         errors=errors,
         result=result,
+        table=table,
         page_url=page_url,
         sorts=invoice_list.SORTS,
         statuses=invoice_list.STATUS_FILTERS,
         options=invoice_list.filter_options(svc.store, client_id),
-        can_select=current_user.can_pay and any(r.payable_minor > 0 for r in result.rows),
+        can_select=can_select,
     )
+
+
+def _autopay_on() -> bool:
+    from app.core import autopay
+
+    rule = autopay.get_rule(services().store, portal_user().client_id)
+    return bool(rule and rule.is_enabled)
+
+
+def _autopay_charges() -> list[Any]:
+    """What autopay will charge this client next (empty when it is off)."""
+    if not _autopay_on():
+        return []
+    from app.web.autopay_views import upcoming
+
+    return upcoming(portal_user().client_id)
 
 
 def _reminders_sent(invoice_id: int) -> list[sqlite3.Row]:
@@ -141,9 +175,12 @@ def invoice(token: str) -> Any:
         payments=queries.invoice_payments(svc.store, client_id, row.id),
         disputes=line_disputes.disputes_for_invoice(db, row.id),
         reminders=_reminders_sent(row.id),
-        needs_approval=approvals.needs_approval(db, row.id, default_threshold=svc.config.portal.approval_threshold),
+        needs_approval=approvals.needs_approval(
+            db, row.id, default_threshold=svc.config.portal.approval_threshold
+        ),
         approval=approval,
         methods=payment_rules.methods_for_kinds(svc, client_id, [row.kind]),
+        autopay_charge=next((c for c in _autopay_charges() if row.id in c.invoice_ids), None),
         allow_partial=svc.config.portal.allow_partial_payments,
         minimum=svc.config.portal.minimum_partial_payment,
     )

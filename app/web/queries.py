@@ -44,7 +44,9 @@ class CreditTotal:
     count: int
 
 
-def due_totals(store: Store, client_id: int, today: date, th: dict[str, int] | None = None) -> list[CurrencyTotal]:
+def due_totals(
+    store: Store, client_id: int, today: date, th: dict[str, int] | None = None
+) -> list[CurrencyTotal]:
     """What the client owes in each currency, and how much of it is past due (credits not netted)."""
     rows = store.all(
         f"{client_invoices_cte(th or {})} SELECT currency, SUM(total_minor) AS total_minor, "
@@ -98,7 +100,8 @@ def find_invoices(
     params: dict[str, object] = {"client": client_id, "today": today.isoformat()}
     params.update({f"t{n}": t for n, t in enumerate(wanted)})
     marks = ", ".join(f":t{n}" for n in range(len(wanted)))
-    found = {r["token"]: row_from_sql(r, today) for r in store.all(_select(th or {}, f"token IN ({marks})"), params)}
+    rows = store.all(_select(th or {}, f"token IN ({marks})"), params)
+    found = {r["token"]: row_from_sql(r, today) for r in rows}
     if len(found) != len(wanted):
         return None
     return [found[t] for t in wanted]

@@ -17,8 +17,13 @@ from app.core.clock import to_db
 from app.core.store import Store
 from app.web.invoice_rows import COLUMNS, InvoiceRow, client_invoices_cte, row_from_sql
 
-BUCKETS = (("current", "Not yet due"), ("1_30", "1–30 days"), ("31_60", "31–60 days"),
-           ("61_90", "61–90 days"), ("over_90", "Over 90 days"))
+BUCKETS = (
+    ("current", "Not yet due"),
+    ("1_30", "1–30 days"),
+    ("31_60", "31–60 days"),
+    ("61_90", "61–90 days"),
+    ("over_90", "Over 90 days"),
+)
 MAX_MONTHS = 36
 
 
@@ -61,7 +66,7 @@ def month_end(month: date) -> date:
 
 
 def parse_month(text: str) -> date | None:
-    """"2026-03" -> date(2026, 3, 1); None for anything else."""
+    """ "2026-03" -> date(2026, 3, 1); None for anything else."""
     try:
         year, _, mon = text.partition("-")
         if len(year) != 4 or len(mon) != 2:
@@ -94,31 +99,56 @@ def _utc_bounds(month: date, tz: ZoneInfo) -> tuple[str, str]:
     return to_db(start), to_db(end)
 
 
-def build(store: Store, client_id: int, month: date, *, today: date, tz: ZoneInfo,
-          thresholds: dict[str, int]) -> Statement:
+def build(
+    store: Store, client_id: int, month: date, *, today: date, tz: ZoneInfo, thresholds: dict[str, int]
+) -> Statement:
     end = month_end(month)
     as_of = min(end, today)
     cte = client_invoices_cte(thresholds)
-    params: dict[str, object] = {"client": client_id, "today": today.isoformat(),
-                                 "start": month.isoformat(), "end": end.isoformat()}
-    issued = [row_from_sql(r, today) for r in store.all(
-        f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on BETWEEN :start AND :end "
-        f"ORDER BY issued_on, length(number), number", params)]
-    open_rows = [row_from_sql(r, today) for r in store.all(
-        f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on <= :end AND kind != 'credit_memo' "
-        f"AND balance_minor > 0 ORDER BY due_on, length(number), number", params)]
-    credits = [row_from_sql(r, today) for r in store.all(
-        f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on <= :end AND kind = 'credit_memo' "
-        f"AND balance_minor < 0 ORDER BY issued_on", params)]
+    params: dict[str, object] = {
+        "client": client_id,
+        "today": today.isoformat(),
+        "start": month.isoformat(),
+        "end": end.isoformat(),
+    }
+    issued = [
+        row_from_sql(r, today)
+        for r in store.all(
+            f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on BETWEEN :start AND :end "
+            f"ORDER BY issued_on, length(number), number",
+            params,
+        )
+    ]
+    open_rows = [
+        row_from_sql(r, today)
+        for r in store.all(
+            f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on <= :end AND kind != 'credit_memo' "
+            f"AND balance_minor > 0 ORDER BY due_on, length(number), number",
+            params,
+        )
+    ]
+    credits = [
+        row_from_sql(r, today)
+        for r in store.all(
+            f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on <= :end AND kind = 'credit_memo' "
+            f"AND balance_minor < 0 ORDER BY issued_on",
+            params,
+        )
+    ]
     start_at, end_at = _utc_bounds(month, tz)
-    payments = [dict(r) for r in store.all(
-        "SELECT p.id, p.token, p.method, p.amount_minor, p.currency, p.succeeded_at, ml.brand, ml.last4, "
-        "ml.bank_name, (SELECT group_concat(number, ', ') FROM (SELECT DISTINCT i.number FROM allocations a "
-        "JOIN invoices i ON i.id = a.invoice_id WHERE a.payment_id = p.id ORDER BY i.number)) AS invoice_numbers "
-        "FROM payments p LEFT JOIN payment_method_labels ml ON ml.payment_id = p.id "
-        "WHERE p.client_id = ? AND p.status = 'succeeded' AND p.succeeded_at >= ? AND p.succeeded_at < ? "
-        "ORDER BY p.succeeded_at, p.id",
-        (client_id, start_at, end_at))]
+    payments = [
+        dict(r)
+        for r in store.all(
+            "SELECT p.id, p.token, p.method, p.amount_minor, p.currency, p.succeeded_at, ml.brand, ml.last4, "
+            "ml.bank_name, (SELECT group_concat(number, ', ') FROM (SELECT DISTINCT i.number "
+            "FROM allocations a JOIN invoices i ON i.id = a.invoice_id WHERE a.payment_id = p.id "
+            "ORDER BY i.number)) AS invoice_numbers "
+            "FROM payments p LEFT JOIN payment_method_labels ml ON ml.payment_id = p.id "
+            "WHERE p.client_id = ? AND p.status = 'succeeded' AND p.succeeded_at >= ? AND p.succeeded_at < ? "
+            "ORDER BY p.succeeded_at, p.id",
+            (client_id, start_at, end_at),
+        )
+    ]
     aging: dict[str, Aging] = {}
     items = []
     for row in open_rows:

@@ -26,6 +26,12 @@ class BadSignature(Exception):
     """A webhook whose Stripe-Signature does not verify (or is missing or too old)."""
 
 
+class BadEvent(BadSignature):
+    """A correctly signed body that is not a Stripe event (no id, type or data.object with an id).
+
+    A BadSignature, so the webhook answers 400 for it as for a forgery: no retry can fix it."""
+
+
 @dataclass(frozen=True)
 class IntentState:
     """What Stripe says about one PaymentIntent, reduced to what the ledger needs."""
@@ -324,4 +330,14 @@ class StripeGateway:
             raise BadSignature(str(exc)) from exc
         except ValueError as exc:
             raise BadSignature(f"body is not a JSON event: {exc}") from exc
-        return event.to_dict()
+        except Exception as exc:  # a JSON array, number or null: the library cannot build an Event
+            raise BadEvent(f"body is not a Stripe event: {type(exc).__name__}") from exc
+        data = event.to_dict() if hasattr(event, "to_dict") else event
+        if not isinstance(data, dict):
+            raise BadEvent("body is not a Stripe event")
+        inner = data.get("data")
+        obj = inner.get("object") if isinstance(inner, dict) else None
+        named = isinstance(data.get("id"), str) and isinstance(data.get("type"), str)
+        if not (named and isinstance(obj, dict) and isinstance(obj.get("id"), str)):
+            raise BadEvent("body is not a Stripe event (id, type and data.object.id are required)")
+        return data

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import requests
 
 from app.core.clock import Clock, parse_vendor_date, parse_vendor_time
-from app.core.money import Money, MoneyError, check_currency
+from app.core.money import MoneyError, check_currency
 from sync import sweep
 from sync.base import (
     ConnectorError,
@@ -34,7 +34,7 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
-from sync.psa.amounts import rounded_minor, settle
+from sync.psa.amounts import exact_minor, rounded_minor, settle
 from sync.psa.connectwise import map_or_reject, parse_quantity, split_names
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def _exact(raw: Mapping[str, Any], key: str, currency: str, problems: list[str])
     if value is None:
         return 0
     try:
-        return Money.from_vendor_number(value, currency).amount_minor
+        return exact_minor(value, currency)
     except MoneyError as exc:
         problems.append(f"{key}: {exc}")
         return 0

@@ -33,6 +33,7 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
+from sync.psa.amounts import exact_minor
 
 if TYPE_CHECKING:
     from app.config import ConnectWiseSettings
@@ -499,10 +500,10 @@ def _date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
 
 def _amount(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:
     value = raw.get(key)
-    if value is None:
+    if value is None or (value == 0 and type(value) in (int, float)):
         return 0
     try:
-        return Money.from_vendor_number(value, currency).amount_minor
+        return exact_minor(value, currency)
     except MoneyError as exc:
         problems.append(f"{key}: {exc}")
         return 0

@@ -37,7 +37,7 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
-from sync.psa.amounts import rounded_minor, settle
+from sync.psa.amounts import exact_minor, rounded_minor, settle
 from sync.psa.connectwise import json_bytes, map_or_reject, parse_quantity
 
 if TYPE_CHECKING:
@@ -258,7 +258,7 @@ def _exact(raw: Mapping[str, Any], key: str, currency: str, problems: list[str])
     if value is None:
         return 0
     try:
-        return Money.from_vendor_number(value, currency).amount_minor
+        return exact_minor(value, currency)
     except MoneyError as exc:
         problems.append(f"{key}: {exc}")
         return 0

@@ -17,8 +17,10 @@ SERIOUS = ("serious", "critical")
 
 def axe_path() -> Path:
     if not AXE.is_file():
-        pytest.fail(f"axe-core is not installed at {AXE}: run ./dev test (it runs npm ci in tests/a11y), "
-                    "or `cd tests/a11y && npm ci`")
+        pytest.fail(
+            f"axe-core is not installed at {AXE}: run ./dev test (it runs npm ci in tests/a11y), "
+            "or `cd tests/a11y && npm ci`"
+        )
     return AXE
 
 
@@ -30,8 +32,12 @@ def serious_violations(page: Any) -> list[dict[str, Any]]:
              values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})"""
     )
     return [
-        {"id": v["id"], "impact": v["impact"], "help": v["help"],
-         "nodes": [n["target"] for n in v["nodes"][:5]]}
+        {
+            "id": v["id"],
+            "impact": v["impact"],
+            "help": v["help"],
+            "nodes": [n["target"] for n in v["nodes"][:5]],
+        }
         for v in result["violations"]
         if v["impact"] in SERIOUS
     ]

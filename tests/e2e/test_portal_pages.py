@@ -29,17 +29,32 @@ def portal(tmp_path_factory, stripe_double, smtp_sink):
     SHOTS.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_factory.mktemp("portal-pages")
     port = free_port()
-    cfg = make_config(tmp, port=port, stripe_base=stripe_double.api_base, smtp_port=smtp_sink.port,
-                      replace={"invite_billing_contacts = false":
-                               'invite_billing_contacts = false\napproval_threshold = "5000.00"'})
+    cfg = make_config(
+        tmp,
+        port=port,
+        stripe_base=stripe_double.api_base,
+        smtp_port=smtp_sink.port,
+        replace={
+            "invite_billing_contacts = false": (
+                'invite_billing_contacts = false\napproval_threshold = "5000.00"'
+            )
+        },
+    )
     services = build_services(cfg)
     world = portal_world.build(services, local_today(services.clock, cfg.tz))
     with services.store.write() as db:
         from app.core import line_disputes
 
         contoso = world.contoso.id
-        line_disputes.open_dispute(db, services.clock, client_id=contoso, invoice_id=world.invoices["INV-1044"].id,
-                                   line_no=2, reason="The fuser kit was under warranty.", raised_by=world.billing)
+        line_disputes.open_dispute(
+            db,
+            services.clock,
+            client_id=contoso,
+            invoice_id=world.invoices["INV-1044"].id,
+            line_no=2,
+            reason="The fuser kit was under warranty.",
+            raised_by=world.billing,
+        )
     server = LiveServer(create_app(services), port).start()
     yield services, world, server
     server.stop()
@@ -64,7 +79,7 @@ def _visit(page, url: str, name: str, width: str) -> list[dict]:
 def test_every_page_renders_at_laptop_and_phone_width_with_no_serious_accessibility_violations(
     portal, browser, width
 ):
-    services, world, server = portal
+    _, world, server = portal
     context = browser.new_context(viewport=VIEWPORTS[width], bypass_csp=True)
     page = context.new_page()
     _sign_in(page, server.url, world.billing)
@@ -97,7 +112,7 @@ def test_every_page_renders_at_laptop_and_phone_width_with_no_serious_accessibil
 
 
 def test_a_phone_sees_invoices_first_with_filters_folded_behind_a_button(portal, browser):
-    services, world, server = portal
+    _, world, server = portal
     context = browser.new_context(viewport=VIEWPORTS["phone"])
     page = context.new_page()
     _sign_in(page, server.url, world.billing)
@@ -119,7 +134,7 @@ def test_a_phone_sees_invoices_first_with_filters_folded_behind_a_button(portal,
 
 
 def test_the_pay_total_follows_the_amounts_as_they_are_typed(portal, browser):
-    services, world, server = portal
+    _, world, server = portal
     context = browser.new_context(viewport=VIEWPORTS["desktop"])
     page = context.new_page()
     _sign_in(page, server.url, world.billing)
@@ -136,14 +151,16 @@ def test_the_pay_total_follows_the_amounts_as_they_are_typed(portal, browser):
 
 
 def test_search_filter_and_sort_in_the_browser_return_the_right_rows(portal, browser):
-    services, world, server = portal
+    _, world, server = portal
     context = browser.new_context(viewport=VIEWPORTS["desktop"])
     page = context.new_page()
     _sign_in(page, server.url, world.billing)
     page.goto(f"{server.url}/invoices")
 
     def numbers() -> list[str]:
-        return [re.sub(r"\s+", " ", t).strip() for t in page.locator("tbody tr td.number-cell").all_inner_texts()]
+        return [
+            re.sub(r"\s+", " ", t).strip() for t in page.locator("tbody tr td.number-cell").all_inner_texts()
+        ]
 
     assert numbers() == ["INV-1042", "INV-1043", "INV-1044", "INV-1045", "INV-1050"]  # unpaid, by due date
     page.fill("#search", "printer")

@@ -30,9 +30,17 @@ def live(tmp_path_factory, stripe_double, smtp_sink):
     SHOTS.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_factory.mktemp("portal-paying")
     port = free_port()
-    cfg = make_config(tmp, port=port, stripe_base=stripe_double.api_base, smtp_port=smtp_sink.port,
-                      replace={"invite_billing_contacts = false":
-                               'invite_billing_contacts = false\napproval_threshold = "5000.00"'})
+    cfg = make_config(
+        tmp,
+        port=port,
+        stripe_base=stripe_double.api_base,
+        smtp_port=smtp_sink.port,
+        replace={
+            "invite_billing_contacts = false": (
+                'invite_billing_contacts = false\napproval_threshold = "5000.00"'
+            )
+        },
+    )
     services = build_services(cfg)
     world = portal_world.build(services, local_today(services.clock, cfg.tz))
     server = LiveServer(create_app(services), port).start()
@@ -63,8 +71,15 @@ def page_as(live, browser):
 def _invoice(live, number: str, total_minor: int, kind: str = "agreement"):
     services, world, _ = live
     today = local_today(services.clock, services.config.tz)
-    return f.make_invoice(services, world.contoso, number, total_minor=total_minor, kind=kind,
-                          issued_on=today.isoformat(), due_on=(today + timedelta(days=30)).isoformat())
+    return f.make_invoice(
+        services,
+        world.contoso,
+        number,
+        total_minor=total_minor,
+        kind=kind,
+        issued_on=today.isoformat(),
+        due_on=(today + timedelta(days=30)).isoformat(),
+    )
 
 
 def _fill_card(page, number: str = "4242424242424242") -> None:
@@ -94,8 +109,11 @@ def _checkout(page, *, new_card: bool = True, save: bool = False) -> str:
 
 def _intents(double, token: str) -> list[dict]:
     client = stripe.StripeClient(double.secret_key, base_addresses={"api": double.api_base})
-    return [pi.to_dict() for pi in client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
-            if (pi.to_dict().get("metadata") or {}).get("payment_token") == token]
+    return [
+        pi.to_dict()
+        for pi in client.v1.payment_intents.list(params={"limit": 100}).auto_paging_iter()
+        if (pi.to_dict().get("metadata") or {}).get("payment_token") == token
+    ]
 
 
 def _last_payment(services):
@@ -113,7 +131,9 @@ def test_paying_40_of_100_leaves_60_due_and_paying_60_closes_the_invoice(live, p
     assert page.inner_text("#pay-total") == "$40.00"
     assert "Paid" in _checkout(page)
     first = _last_payment(services)
-    assert [(pi["amount"], pi["status"]) for pi in _intents(stripe_double, first["token"])] == [(4000, "succeeded")]
+    assert [(pi["amount"], pi["status"]) for pi in _intents(stripe_double, first["token"])] == [
+        (4000, "succeeded")
+    ]
     assert balance(services, inv.id) == 6_000
     page.goto(f"{server.url}/invoices/{inv.token}")
     assert page.inner_text("#invoice-balance") == "$60.00"
@@ -124,7 +144,9 @@ def test_paying_40_of_100_leaves_60_due_and_paying_60_closes_the_invoice(live, p
     page.wait_for_selector("#continue-button")
     assert "Paid" in _checkout(page)
     second = _last_payment(services)
-    assert [(pi["amount"], pi["status"]) for pi in _intents(stripe_double, second["token"])] == [(6000, "succeeded")]
+    assert [(pi["amount"], pi["status"]) for pi in _intents(stripe_double, second["token"])] == [
+        (6000, "succeeded")
+    ]
     assert balance(services, inv.id) == 0
     page.goto(f"{server.url}/invoices/{inv.token}")
     assert page.inner_text("#invoice-status") == "Paid" and page.inner_text("#invoice-balance") == "$0.00"
@@ -149,9 +171,14 @@ def test_paying_three_invoices_at_once_makes_one_charge_and_three_allocations(li
     assert (pi["amount"], pi["currency"], pi["status"]) == (19_235, "usd", "succeeded")
     allocations = services.store.all(
         "SELECT i.number, a.amount_minor FROM allocations a JOIN invoices i ON i.id = a.invoice_id "
-        "WHERE a.payment_id = ? ORDER BY i.number", (pay["id"],))
+        "WHERE a.payment_id = ? ORDER BY i.number",
+        (pay["id"],),
+    )
     assert [(r["number"], r["amount_minor"]) for r in allocations] == [
-        ("TRIO-1", 12_345), ("TRIO-2", 6_789), ("TRIO-3", 101)]
+        ("TRIO-1", 12_345),
+        ("TRIO-2", 6_789),
+        ("TRIO-3", 101),
+    ]
     assert [balance(services, inv.id) for inv in invs] == [0, 0, 0]
 
 
@@ -163,7 +190,9 @@ def test_a_saved_card_is_reused_without_typing_it_again(live, page_as, stripe_do
     assert "Paid" in _checkout(page, save=True)
     [saved] = services.store.all(
         "SELECT processor_ref, brand, last4, is_default FROM payment_methods WHERE client_id = ? "
-        "AND removed_at IS NULL", (world.contoso.id,))
+        "AND removed_at IS NULL",
+        (world.contoso.id,),
+    )
     assert (saved["last4"], saved["is_default"]) == ("4242", 1)
     page.goto(f"{server.url}/pay?invoice={second_inv.token}")
     page.click("#continue-button")
@@ -193,11 +222,21 @@ def test_an_invoice_above_the_approval_limit_cannot_be_paid_until_an_approver_ap
     billing = page_as(world.billing)
     billing.goto(f"{server.url}/invoices/{big.token}")
     assert billing.inner_text("#invoice-status") == "Awaiting approval"
-    assert billing.locator("#pay-invoice-button").count() == 0 and billing.locator("#approve-button").count() == 0
+    assert (
+        billing.locator("#pay-invoice-button").count() == 0
+        and billing.locator("#approve-button").count() == 0
+    )
     # Even a hand-made form is refused, and nothing is written.
     csrf = billing.locator('meta[name="csrf-token"]').get_attribute("content")
-    resp = billing.request.post(f"{server.url}/pay", form={
-        "invoice": big.token, f"amount-{big.token}": "6000.00", "action": "checkout", "csrf_token": csrf})
+    resp = billing.request.post(
+        f"{server.url}/pay",
+        form={
+            "invoice": big.token,
+            f"amount-{big.token}": "6000.00",
+            "action": "checkout",
+            "csrf_token": csrf,
+        },
+    )
     assert resp.status == 400 and "approver" in resp.text()
     resp = billing.request.post(f"{server.url}/invoices/{big.token}/approve", form={"csrf_token": csrf})
     assert resp.status == 403
@@ -230,14 +269,43 @@ def test_a_viewer_sees_invoices_but_cannot_pay_dispute_or_approve(live, page_as)
     assert page.locator("#pay-invoice-button").count() == 0 and page.locator("#dispute-line-1").count() == 0
     csrf = page.locator('meta[name="csrf-token"]').get_attribute("content")
     assert page.request.get(f"{server.url}/pay?invoice={inv.token}").status == 403
-    assert page.request.post(f"{server.url}/pay", form={
-        "invoice": inv.token, f"amount-{inv.token}": "20.00", "action": "checkout", "csrf_token": csrf}).status == 403
-    assert page.request.post(f"{server.url}/invoices/{inv.token}/lines/1/dispute",
-                             form={"reason": "I do not like this line at all", "csrf_token": csrf}).status == 403
-    assert page.request.post(f"{server.url}/invoices/{inv.token}/approve", form={"csrf_token": csrf}).status == 403
-    assert page.request.post(f"{server.url}/payment-methods/save", headers={"X-CSRFToken": csrf},
-                             data=json.dumps({"payment_method": "pm_card_visa"})).status == 403
-    assert services.store.scalar(
-        "SELECT COUNT(*) FROM payments p JOIN allocations a ON a.payment_id = p.id WHERE a.invoice_id = ?",
-        (inv.id,)) == 0
+    assert (
+        page.request.post(
+            f"{server.url}/pay",
+            form={
+                "invoice": inv.token,
+                f"amount-{inv.token}": "20.00",
+                "action": "checkout",
+                "csrf_token": csrf,
+            },
+        ).status
+        == 403
+    )
+    assert (
+        page.request.post(
+            f"{server.url}/invoices/{inv.token}/lines/1/dispute",
+            form={"reason": "I do not like this line at all", "csrf_token": csrf},
+        ).status
+        == 403
+    )
+    assert (
+        page.request.post(f"{server.url}/invoices/{inv.token}/approve", form={"csrf_token": csrf}).status
+        == 403
+    )
+    assert (
+        page.request.post(
+            f"{server.url}/payment-methods/save",
+            headers={"X-CSRFToken": csrf},
+            data=json.dumps({"payment_method": "pm_card_visa"}),
+        ).status
+        == 403
+    )
+    assert (
+        services.store.scalar(
+            "SELECT COUNT(*) FROM payments p JOIN allocations a ON a.payment_id = p.id "
+            "WHERE a.invoice_id = ?",
+            (inv.id,),
+        )
+        == 0
+    )
     assert services.store.scalar("SELECT COUNT(*) FROM line_disputes WHERE invoice_id = ?", (inv.id,)) == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -251,12 +252,24 @@ class LoopbackServer:
     def __init__(self, handle: Handle) -> None:
         self._handle = handle
         self._server: ThreadingHTTPServer | None = None
+        self._stalls: list[float] = []
+        self._stall_lock = threading.Lock()
+
+    def stall_next(self, seconds: float, times: int = 1) -> None:
+        """Answer the next `times` requests only after `seconds` (a client timeout to provoke)."""
+        with self._stall_lock:
+            self._stalls.extend([seconds] * times)
+
+    def _stall(self) -> float:
+        with self._stall_lock:
+            return self._stalls.pop(0) if self._stalls else 0.0
 
     def start(self) -> int:
-        handle = self._handle
+        handle, stall = self._handle, self._stall
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # or each response waits out a delayed ACK (~40 ms)
 
             def _serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -265,6 +278,9 @@ class LoopbackServer:
                     self.close_connection = True
                     return
                 headers = {k.lower(): v for k, v in self.headers.items()}
+                delay = stall()
+                if delay:
+                    time.sleep(delay)
                 status, extra, payload = handle(self.command, self.path, headers, body)
                 data = payload if isinstance(payload, bytes) else json.dumps(payload, default=str).encode()
                 self.send_response(status)

@@ -11,7 +11,9 @@ appended to `fake.violations` and answered 400 with a CW-style error body, so te
 from __future__ import annotations
 
 import base64
+import bisect
 import copy
+import itertools
 import json
 import os
 import re
@@ -420,9 +422,12 @@ class ConnectWiseFake:
         )
         props = self._schemas[schema]["properties"]
         clauses = _parse_conditions(query.get("conditions", ""), props)
-        picked = [r for r in rows if _matches(r, clauses)]
-        for key, descending in reversed(_parse_order(query.get("orderBy", ""), props)):
-            picked.sort(key=lambda r, k=key: _sort_key(_get(r, k)), reverse=descending)
+        order = _parse_order(query.get("orderBy", ""), props)
+        picked = _keyset(rows, clauses) if order == [("id", False)] else None
+        if picked is None:
+            picked = [r for r in rows if _matches(r, clauses)]
+            for key, descending in reversed(order):
+                picked.sort(key=lambda r, k=key: _sort_key(_get(r, k)), reverse=descending)
         size = int(query.get("pageSize", "25"))
         link_query = {k: v for k, v in query.items() if k not in ("page", "pageId")}
         if headers.get("pagination-type") == "forward-only":
@@ -443,7 +448,9 @@ class ConnectWiseFake:
                     (f"{{base}}?{urlencode({**link_query, 'page': last})}", "last"),
                 ]
         fields = [f.strip() for f in query.get("fields", "").split(",") if f.strip()]
-        body = [_pick(r, fields) for r in page] if fields else copy.deepcopy(page)
+        # Serialised here, under the fake's lock: the response is a snapshot even if a test edits a
+        # record while it is being sent (and a 1,000-record page costs no deep copy).
+        body = json.dumps([_pick(r, fields) for r in page] if fields else page).encode()
         base = self.base_url + template
         header = ", ".join(f'<{url.format(base=base)}>; rel="{rel}"' for url, rel in links)
         return 200, ({"Link": header} if header else {}), body
@@ -452,13 +459,16 @@ class ConnectWiseFake:
 class _Handler(BaseHTTPRequestHandler):
     fake: ConnectWiseFake
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without TCP_NODELAY every response waits out the
+    # client's delayed ACK (~40 ms), which a real server does not make anyone wait.
+    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, extra, payload = self.fake.handle(self.command, self.path, headers, body)
-        data = json.dumps(payload).encode()
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -516,9 +526,38 @@ def _matches(record: dict[str, Any], clauses: list[tuple[str, str, Any]]) -> boo
     return all(_compare(_get(record, key), op, want) for key, op, want in clauses)
 
 
+_CW_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def _keyset(rows: list[dict[str, Any]], clauses: list[tuple[str, str, Any]]) -> list[dict[str, Any]] | None:
+    """`orderBy=id asc` over rows already in id order (as CW's index keeps them): an `id >` clause
+    is a bisection, not a scan; the other clauses filter what follows. None when rows are unordered."""
+    ids = [r.get("id") for r in rows]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids) or any(
+        a >= b for a, b in itertools.pairwise(ids)
+    ):
+        return None
+    start, rest = 0, []
+    for clause in clauses:
+        key, op, want = clause
+        if key == "id" and op in (">", ">=") and isinstance(want, Decimal) and want == int(want):
+            bound = int(want)
+            found = bisect.bisect_right(ids, bound) if op == ">" else bisect.bisect_left(ids, bound)
+            start = max(start, found)
+        else:
+            rest.append(clause)
+    tail = rows[start:]
+    return [r for r in tail if _matches(r, rest)] if rest else tail
+
+
 def _compare(have: Any, op: str, want: Any) -> bool:
     if want is None or have is None:
         return (op == "=") == (have is want) if op in ("=", "!=") else False
+    if isinstance(want, datetime) and want.tzinfo and isinstance(have, str) and _CW_TIME.fullmatch(have):
+        # CW's own form, 2025-03-01T12:00:00Z: as text it sorts as it does in time.
+        have, want = have, want.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return {"=": have == want, "!=": have != want, "<": have < want, "<=": have <= want,
+                ">": have > want, ">=": have >= want}.get(op, False)
     if isinstance(want, datetime):
         if not _parses(str(have)):
             return False

@@ -367,3 +367,46 @@ def test_sync_status_shows_last_success_counts_and_quarantine_per_connector(worl
     assert by_object["invoices"].counts == {"created": 19, "quarantined": 1}
     assert by_object["invoices"].last_success_at == status.last_success_at
     assert status.counts["created"] == 2 + by_object["contacts"].counts["created"] + 19
+
+
+def test_a_card_payment_is_written_back_where_the_psa_can_take_it_and_never_counted_twice(
+    world, tmp_path, frozen_clock, stripe_double, mail
+):
+    from app.jobs import drain_outbox
+
+    specs = world.populate(3, companies=1)
+    services = _services(
+        world, tmp_path, frozen_clock, stripe_base=stripe_double.api_base, smtp_port=mail.port
+    )
+    poll_psa.run(services)
+    invoice_id = _pay(services, stripe_double, specs[0].remote_id, "ap0@client0.example")
+    drain_outbox.run(services)
+    drain_outbox.run(services)  # a second drain sends nothing again
+
+    psa_rows = services.store.all("SELECT status FROM outbox WHERE kind = 'psa_payment'")
+    assert [r[0] for r in psa_rows] == ["done"]
+    refs = services.store.all("SELECT system, remote_id FROM external_refs WHERE kind = 'psa_payment'")
+    if world.kind == "connectwise":
+        assert [p["amount"] for p in world.fake.payments] == [specs[0].total / 100]
+        assert [r[0] for r in refs] == ["connectwise"]
+    elif world.kind == "halopsa":
+        (paid,) = world.fake.payments
+        assert (paid["invoice_id"], paid["amount"]) == (int(specs[0].remote_id), specs[0].total / 100)
+        assert paid["thirdpartyid"].startswith("cashloop:v1-")
+        assert [r[0] for r in refs] == ["halopsa"]
+    else:  # Autotask has no invoice payment in its API: nothing is sent, nothing is pretended
+        assert refs == [] and all("Payment" not in r.path for r in world.fake.requests)
+    # The PSA now shows the invoice paid (ours); the next poll must not count that payment again.
+    frozen_clock.advance(timedelta(minutes=15))
+    if world.kind == "autotask":
+        world.change(specs[0].remote_id)  # the MSP marks it paid in Autotask by hand
+    report = poll_psa.run(services)
+    assert report.error is None
+    assert (
+        services.store.scalar(
+            "SELECT balance_minor FROM invoice_balances WHERE invoice_id = ?", (invoice_id,)
+        )
+        == 0
+    )
+    assert services.store.scalar("SELECT paid_elsewhere_minor FROM invoices WHERE id = ?", (invoice_id,)) == 0
+    assert services.store.scalar("SELECT COUNT(*) FROM exceptions WHERE resolved_at IS NULL") == 0

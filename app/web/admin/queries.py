@@ -250,23 +250,17 @@ def _has_table(store: Store, name: str) -> bool:
     return store.scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)) is not None
 
 
-def reminders_sent(store: Store, client_id: int) -> list[dict[str, Any]] | None:
-    """Reminders sent for the client's invoices, newest first; None while reminders are not built.
-
-    TODO(#8): reminders_sent comes with the reminders issue; its columns are read as they come
-    (ids dropped) until that module offers its own listing.
-    """
+def reminders_sent(store: Store, client_id: int) -> list[sqlite3.Row] | None:
+    """Reminder steps decided for the client's invoices (sent or skipped), newest first; None when
+    this database has no reminders yet."""
     if not _has_table(store, "reminders_sent"):
         return None
-    columns = [r["name"] for r in store.all("PRAGMA table_info(reminders_sent)")]
-    if "invoice_id" not in columns:
-        return None
-    rows = store.all(
-        "SELECT r.*, i.number AS invoice_number FROM reminders_sent r JOIN invoices i ON i.id = r.invoice_id "
-        "WHERE i.client_id = ? ORDER BY r.rowid DESC LIMIT 200",
+    return store.all(
+        "SELECT r.step, r.outcome, r.sent_on, r.balance_minor, i.number, i.currency FROM reminders_sent r "
+        "JOIN invoices i ON i.id = r.invoice_id WHERE i.client_id = ? ORDER BY r.sent_on DESC, r.id DESC "
+        "LIMIT 200",
         (client_id,),
     )
-    return [{k: r[k] for k in r.keys() if k != "id" and not k.endswith("_id")} for r in rows]  # noqa: SIM118
 
 
 @dataclass(frozen=True)

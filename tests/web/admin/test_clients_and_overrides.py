@@ -40,7 +40,15 @@ def test_a_client_page_shows_contacts_invoices_payments_and_reminders(svc, as_ow
     assert "dana@acme.example" in page and "billing" in page
     assert "A1" in page and "AX" in page and "not yet sent" in page
     assert "$200.00" in page and "$50.00" in page
-    assert 'id="reminders-' in page
+    assert 'id="no-reminders"' in page
+    with svc.store.write() as db:
+        db.execute(
+            "INSERT INTO reminders_sent (invoice_id, step, outcome, sent_on, balance_minor, created_at) "
+            "VALUES (?, -5, 'sent', '2026-03-15', 100000, '2026-03-15T14:00:00.000000Z')",
+            (w.invoices["A1"].id,),
+        )
+    page = as_owner.get(f"/admin/clients/{w.acme.id}").get_data(as_text=True)
+    assert "March 15, 2026" in page and "5 days before due" in page and "$1,000.00" in page
 
 
 def test_overrides_are_saved_and_the_change_is_audited_with_before_and_after(svc, as_finance):

@@ -1,0 +1,1 @@
+"""Backup and restore of the Cashloop database: online copies, rotation, encryption, checked restore."""
