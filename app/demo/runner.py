@@ -114,6 +114,33 @@ def _seed_logins(services: Any) -> list[tuple[str, str]]:
     return [(r["email"], r["name"]) for r in rows]
 
 
+DEMO_ADMIN = "admin@northwind-it.example"
+
+
+def _seed_admin(services: Any, data_dir: Path) -> Path:
+    """The demo's owner admin, once; its second factor is written to a file beside the data."""
+    from app.core.admins import create_admin_with_second_factor
+
+    notes = data_dir / "demo-admin.txt"
+    exists = services.store.scalar("SELECT 1 FROM admin_users WHERE email = ?", (DEMO_ADMIN,))
+    if exists and notes.exists():
+        return notes
+    if exists:
+        services.store.db.execute("DELETE FROM admin_users WHERE email = ?", (DEMO_ADMIN,))
+    enrollment = create_admin_with_second_factor(services.store, services.clock, email=DEMO_ADMIN,
+                                                 password=DEMO_PASSWORD, role="owner", issuer="Cashloop demo")
+    notes.write_text(
+        f"Demo admin: {DEMO_ADMIN} / {DEMO_PASSWORD}\n"
+        f"TOTP secret (add to an authenticator app): {enrollment.secret}\n"
+        f"otpauth URI: {enrollment.uri}\n"
+        "One-time recovery codes (each works once instead of a code):\n"
+        + "".join(f"  {code}\n" for code in enrollment.recovery_codes),
+        encoding="utf-8",
+    )
+    notes.chmod(0o600)
+    return notes
+
+
 def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: bool = False) -> int:
     from werkzeug.serving import make_server
 
@@ -152,6 +179,7 @@ def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: boo
         report = poll_psa.run(services)
         print(f"PSA import: {report.summary()}", flush=True)
         logins = _seed_logins(services)
+        admin_notes = _seed_admin(services, data_dir)
         double.register_webhook(f"http://127.0.0.1:{port}/stripe/webhook", WEBHOOK_SECRET)
         app = create_app(services)
         try:
@@ -160,7 +188,8 @@ def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: boo
             print(f"cashloop demo: cannot listen on 127.0.0.1:{port}: {exc} (try --port)", file=sys.stderr)
             return 1
         sched = scheduler.start(services)
-        _banner(port, logins, data_dir, double.api_base)
+        app.extensions["cashloop_scheduler"] = sched  # so /healthz reports on it
+        _banner(port, logins, data_dir, double.api_base, admin_notes)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -175,7 +204,8 @@ def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: boo
         double.stop()
 
 
-def _banner(port: int, logins: list[tuple[str, str]], data_dir: Path, stripe_base: str) -> None:
+def _banner(port: int, logins: list[tuple[str, str]], data_dir: Path, stripe_base: str,
+            admin_notes: Path) -> None:
     lines = [
         "",
         "Cashloop demo is running.",
@@ -184,6 +214,8 @@ def _banner(port: int, logins: list[tuple[str, str]], data_dir: Path, stripe_bas
     for email, name in logins:
         lines.append(f"  Client login:  {email} / {DEMO_PASSWORD}   ({name})")
     lines += [
+        f"  Admin:         http://127.0.0.1:{port}/admin  {DEMO_ADMIN} / {DEMO_PASSWORD}",
+        f"                 (second factor: the TOTP secret and recovery codes in {admin_notes})",
         "  Test card:     4242 4242 4242 4242, any future expiry (MM and YY), any CVC and postal code",
         f"  Stripe double: {stripe_base}",
         f"  Sent email:    {data_dir / 'mail'} (Maildir)",

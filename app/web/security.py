@@ -66,7 +66,8 @@ class SecurityHeaders:
 
     def apply(self, response: Response) -> Response:
         h = response.headers
-        h["Content-Security-Policy"] = self.csp
+        # A view may narrow the policy for its own response (the email previews do).
+        h["Content-Security-Policy"] = getattr(response, "cashloop_csp", None) or self.csp
         h["X-Frame-Options"] = "DENY"
         h["X-Content-Type-Options"] = "nosniff"
         # Full URLs (which may hold invitation tokens) never leave the origin.

@@ -32,6 +32,7 @@ from app.web.admin import (  # noqa: E402,F401
     auth_views,
     clients,
     dashboard,
+    email_previews,
     exceptions,
     exports,
     filters,

@@ -19,7 +19,11 @@ def _get_routes(app) -> list[str]:
             and "GET" in rule.methods
             and rule.endpoint not in SIGN_IN_ENDPOINTS
         ):
-            urls.append(rule.rule.replace("<int:client_id>", "1").replace("<int:payment_id>", "1"))
+            urls.append(
+                rule.rule.replace("<int:client_id>", "1")
+                .replace("<int:payment_id>", "1")
+                .replace("<name>", "receipt")
+            )
     assert len(urls) >= 14 and all("<" not in u for u in urls), urls
     return urls
 
