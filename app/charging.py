@@ -181,6 +181,26 @@ def resolve(
     return _record_failure(services, pay, None, "the payment never reached the processor")
 
 
+def give_up_waiting(
+    services: Services, payment_id: int, *, reason: str, timing: StripeTime | None = None
+) -> str:
+    """Cancel a PaymentIntent still waiting for 3-D Secure and fail its payment with `reason`.
+
+    If the customer completed it meanwhile, Stripe refuses the cancel and its state is applied
+    instead (a success is never thrown away)."""
+    timing = timing or StripeTime()
+    pay = services.store.one("SELECT * FROM payments WHERE id = ?", (payment_id,))
+    if pay["status"] != "requires_action" or not pay["processor_ref"]:
+        return str(pay["status"])
+    try:
+        timing.timed(services.gateway.cancel_intent, pay["processor_ref"], key=f"cancel-{pay['idem_key']}")
+    except ConnectorError as exc:
+        if exc.retryable:
+            raise
+        return _record(services, pay, timing.timed(services.gateway.retrieve_intent, pay["processor_ref"]))
+    return _record_failure(services, pay, pay["processor_ref"], reason)
+
+
 def pay_with_saved_method(
     services: Services,
     *,

@@ -205,6 +205,15 @@ def confirm_checkout(
     if saved is not None and (saved["client_id"] != client_id or saved["removed_at"]):
         # Another company's saved card, or one removed: refused before anything reaches Stripe.
         raise PaymentRequestError("That card is not available for this company.")
+    # A card attached at Stripe to another customer is someone else's, whatever Cashloop knows.
+    try:
+        owner = services.gateway.method_customer(payment_method)
+    except ConnectorError as exc:
+        if exc.retryable:
+            raise
+        raise PaymentRequestError("That card could not be used. Please enter it again.") from exc
+    if owner is not None and owner != _customer(services, client_id, None):
+        raise PaymentRequestError("That card is not available for this company.")
     if not payments.claim_for_submission(store, clock, pay["id"]):
         current = store.one("SELECT status, failure_reason FROM payments WHERE id = ?", (pay["id"],))
         return _result(

@@ -24,8 +24,9 @@ def _config(path: str | None) -> Config:
 
 
 def _logging(cfg: Config | None = None) -> None:
-    level = cfg.cashloop.log_level if cfg else "INFO"
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app import logs
+
+    logs.configure(cfg)  # one structured line per event, secrets masked (app/logs.py)
 
 
 def _services(cfg: Config):
@@ -47,27 +48,80 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _startup_checks(cfg: Config, *, apply_migrations: bool = True) -> int:
+    """Run the start-up checks; print each problem as one line; return its exit code (0: all fine)."""
+    from app import startup_checks
+    from app.core.clock import SystemClock
+
+    problems, applied = startup_checks.run(cfg, SystemClock().utc_now(), apply_migrations=apply_migrations)
+    if applied:
+        logging.getLogger("app.cli").info("migrations applied: %s", ", ".join(applied))
+    for problem in problems:
+        print(f"cashloop: {problem.line()}", file=sys.stderr)
+    return problems[0].exit_code if problems else 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args.config)
     _logging(cfg)
+    os.umask(0o077)  # what the service writes (database, backups, journal) is its own, as under systemd
+    code = _startup_checks(cfg)
+    if code:
+        return code
     from app.server import serve
 
     serve(cfg, bind=args.bind)
     return 0
 
 
-def _run_job(args: argparse.Namespace, fn) -> int:
+EXIT_STOPPED = 143  # 128 + SIGTERM: the job stopped on request after finishing its unit of work
+
+
+def _stop_on_sigterm() -> object:
+    """Install the job commands' SIGTERM handler; returns the one it replaced."""
+    # The first SIGTERM asks the job to stop after its current unit (a page, a charge, an entry:
+    # each is committed whole); a second one kills at once, which is also safe, only slower to resume.
+    import signal
+
+    from app.core import stop_flag
+
+    def on_term(signum: int, frame: object) -> None:
+        if stop_flag.requested():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+        stop_flag.request()
+        print("cashloop: stopping after the current unit of work (SIGTERM)", file=sys.stderr, flush=True)
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
+def _run_job(args: argparse.Namespace, fn, name: str | None = None) -> int:
     cfg = _config(args.config)
     _logging(cfg)
     services = _services(cfg)
+    import signal
+
+    from app.core import job_runs, stop_flag
     from app.jobs.scheduler import LockBusy, job_lock
 
+    previous = _stop_on_sigterm()
     try:
         with job_lock(services):
-            return fn(services)
+            if name:
+                job_runs.started(services.store, services.clock, name)
+            code = fn(services)
+            if name:
+                job_runs.finished(services.store, services.clock, name,
+                                  error=None if code == 0 else f"exit {code}")
     except LockBusy as exc:
         print(f"cashloop: {exc}", file=sys.stderr)
         return 3
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # type: ignore[arg-type]
+    if stop_flag.requested():
+        print("cashloop: stopped on request; run the command again to go on from here", file=sys.stderr)
+        return EXIT_STOPPED
+    return code
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -87,7 +141,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(report.summary())
         return 1 if report.error else 0
 
-    return _run_job(args, run)
+    return _run_job(args, run, "poll_psa")
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -100,7 +154,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"  {err}")
         return 0
 
-    return _run_job(args, run)
+    return _run_job(args, run, "drain_outbox")
 
 
 def cmd_remind(args: argparse.Namespace) -> int:
@@ -112,7 +166,7 @@ def cmd_remind(args: argparse.Namespace) -> int:
               f"{len(report.clients)} clients ({report.skipped_steps} earlier steps skipped)")
         return 0
 
-    return _run_job(args, run)
+    return _run_job(args, run, "send_reminders")
 
 
 def cmd_autopay(args: argparse.Namespace) -> int:
@@ -130,7 +184,7 @@ def cmd_autopay(args: argparse.Namespace) -> int:
             print(f"  {err}")
         return 1 if report.errors else 0
 
-    return _run_job(args, run)
+    return _run_job(args, run, None if args.dry_run else "autopay")
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
@@ -236,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config")
     s.add_argument("--email", required=True)
     s.set_defaults(func=cmd_admin_2fa)
+
+    from app import cli_ops
+
+    cli_ops.add_commands(sub)  # backup, restore, doctor, healthcheck (app/cli_ops.py)
     return p
 
 

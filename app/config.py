@@ -376,8 +376,10 @@ class SchedulerSettings:
 
 
 def _check_steps(value: tuple[int, ...]) -> str | None:
-    if not value or len(value) > 12 or any(not -60 <= d <= 365 for d in value) or len(set(value)) != len(value):
-        return f"must be 1 to 12 different day offsets between -60 and 365, such as [-5, 0, 3, 10, 30]; got {list(value)}"
+    in_range = all(-60 <= d <= 365 for d in value)
+    if not value or len(value) > 12 or not in_range or len(set(value)) != len(value):
+        return ("must be 1 to 12 different day offsets between -60 and 365, such as [-5, 0, 3, 10, 30]; "
+                f"got {list(value)}")
     return None
 
 
@@ -402,10 +404,11 @@ class ReminderSettings:
     steps: tuple[int, ...] = opt((-5, 0, 3, 10, 30), check=_check_steps,
                                  doc="Days relative to the due date a reminder goes (-5 = five days before).")
     send_time: str = opt("09:00", check=_check_time, doc="Local time (cashloop.timezone) reminders go out.")
-    grace_days: int = opt(0, check=_check_days, doc="Extra days after the due date before overdue steps count.")
+    grace_days: int = opt(0, check=_check_days,
+                          doc="Extra days after the due date before overdue steps count.")
     quiet_weekends: bool = opt(True, doc="Move a reminder that falls on a Saturday or Sunday to Monday.")
-    holidays: tuple[str, ...] = opt((), check=_check_dates,
-                                    doc="Dates (YYYY-MM-DD) on which no reminder goes; it moves to the next day.")
+    holidays: tuple[str, ...] = opt(
+        (), check=_check_dates, doc="Dates (YYYY-MM-DD) on which no reminder goes; it moves to the next day.")
     link_days: int = opt(7, check=_check_positive, doc="Days the sign-in link in a reminder stays valid.")
 
 

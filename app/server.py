@@ -76,6 +76,9 @@ def gunicorn_options(cfg: Config, *, bind: str | None = None, threads: int = 8) 
         "errorlog": "-",
         "loglevel": cfg.cashloop.log_level.lower(),
         "logger_class": StructuredGunicornLogger,
+        # gunicorn's control socket could add workers at run time (two schedulers' worth of writers)
+        # and would sit in $HOME, which the unit makes read-only; the appliance does without it.
+        "control_socket_disable": True,
         # X-Forwarded-* is honoured only from the configured proxy addresses, and only when a proxy
         # is configured at all (app/web/proxy.py does the same for the app's own view of it).
         "forwarded_allow_ips": ",".join(cfg.ops.proxy_addresses) if cfg.cashloop.trusted_proxies else "",

@@ -2,17 +2,19 @@
 
 Only files named like a backup (`cashloop-YYYYmmddTHHMMSSZ[-n].sqlite3[.enc]`) are ever looked at
 or removed; anything else in the folder is left alone. Days, weeks (ISO) and months are those of the
-MSP's time zone. The newest backup is always kept, whatever the counts say.
+MSP's time zone. Every backup of the last 24 hours is kept too (the one `install.sh --upgrade` takes
+before migrating must survive that night's backup), and the newest is kept whatever the counts say.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+RECENT = timedelta(hours=24)
 NAME = re.compile(r"^(?P<stem>[A-Za-z0-9_]+)-(?P<stamp>\d{8}T\d{6}Z)(?:-(?P<n>\d+))?\.sqlite3(?:\.enc)?$")
 
 
@@ -48,6 +50,8 @@ def to_keep(files: list[BackupFile], *, daily: int, weekly: int, monthly: int, t
     """The paths a grandfather-father-son policy keeps (pure: decides, removes nothing)."""
     newest_first = sorted(files, key=lambda b: b.order, reverse=True)
     keep: set[Path] = {newest_first[0].path} if newest_first else set()
+    if newest_first:
+        keep |= {b.path for b in newest_first if newest_first[0].taken_at - b.taken_at < RECENT}
     periods = (
         (daily, lambda d: d.date()),
         (weekly, lambda d: d.isocalendar()[:2]),

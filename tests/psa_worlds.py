@@ -141,6 +141,10 @@ class World:
     def stamp(self, n: int) -> datetime:
         return T0 + timedelta(minutes=n)
 
+    def setup_stamp(self, cid: int) -> datetime:
+        """When company `cid` and its contact were last edited: spread over the weeks before T0."""
+        return T0 - timedelta(days=30) + timedelta(minutes=cid % 20_000)
+
 
 class ConnectWiseWorld(World):
     def toml(self) -> str:
@@ -155,7 +159,12 @@ class ConnectWiseWorld(World):
 
     def company(self, cid: int, name: str, billing_email: str) -> None:
         self.fake.add_company(
-            {"id": cid, "identifier": f"C{cid}", "name": name, "_info": {"lastUpdated": cw_time(T0)}}
+            {
+                "id": cid,
+                "identifier": f"C{cid}",
+                "name": name,
+                "_info": {"lastUpdated": cw_time(self.setup_stamp(cid))},
+            }
         )
         self.fake.add_contact(
             {
@@ -174,7 +183,7 @@ class ConnectWiseWorld(World):
                     }
                 ],
                 "types": [{"id": 7, "name": "Billing"}],
-                "_info": {"lastUpdated": cw_time(T0)},
+                "_info": {"lastUpdated": cw_time(self.setup_stamp(cid))},
             }
         )
         self.companies.append(cid)
@@ -272,7 +281,7 @@ class AutotaskWorld(World):
         )
 
     def company(self, cid: int, name: str, billing_email: str, currency_id: int | None = None) -> None:
-        stamp = at_time(T0)
+        stamp = at_time(self.setup_stamp(cid))
         self.fake.add(
             "companies",
             {

@@ -279,59 +279,23 @@ def _initial(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0004_admin")
-def _admin(db: Database) -> None:
+@MIGRATIONS(name="0002_intake")
+def _intake(db: Database) -> None:
     db.executescript(
         """
-        -- Two-factor state: wrong codes in a row lock the account for a while; the last TOTP
-        -- step used is kept so a code cannot be replayed within its window.
-        ALTER TABLE admin_users ADD COLUMN failed_codes INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE admin_users ADD COLUMN locked_until TEXT;
-        ALTER TABLE admin_users ADD COLUMN totp_last_step INTEGER;
-        ALTER TABLE admin_users ADD COLUMN last_login_at TEXT;
-        CREATE TABLE admin_recovery_codes (
-            id INTEGER PRIMARY KEY,
-            admin_id INTEGER NOT NULL REFERENCES admin_users(id),
-            code_hash TEXT NOT NULL UNIQUE,
-            created_at TEXT NOT NULL,
-            used_at TEXT
-        );
-        -- Admin sign-ins are server-side rows (the cookie holds a random token, stored hashed),
-        -- separate from portal sessions; `second_factor_at` is NULL until the code was accepted.
-        CREATE TABLE admin_sessions (
-            id INTEGER PRIMARY KEY,
-            token_hash TEXT NOT NULL UNIQUE,
-            admin_id INTEGER NOT NULL REFERENCES admin_users(id),
-            created_at TEXT NOT NULL,
-            last_seen_at TEXT NOT NULL,
-            second_factor_at TEXT,
-            view_as_client_id INTEGER REFERENCES clients(id),
-            ended_at TEXT
-        );
-        CREATE INDEX admin_sessions_admin ON admin_sessions(admin_id, ended_at);
-        -- Per-client exceptions to the MSP's defaults; NULL means "use the default".
-        CREATE TABLE client_overrides (
-            client_id INTEGER PRIMARY KEY REFERENCES clients(id),
-            reminder_offsets_json TEXT,
-            is_paused INTEGER NOT NULL DEFAULT 0,
-            pause_reason TEXT,
-            autopay_allowed INTEGER NOT NULL DEFAULT 1,
-            payment_methods_json TEXT,
-            grace_days INTEGER,
-            approval_threshold_minor INTEGER,
-            approval_threshold_currency TEXT,
-            updated_at TEXT NOT NULL,
-            updated_by TEXT NOT NULL
-        );
-        -- What the finance team typed for a check, wire or cash payment.
-        CREATE TABLE manual_payments (
-            payment_id INTEGER PRIMARY KEY REFERENCES payments(id),
-            reference TEXT NOT NULL,
-            received_on TEXT NOT NULL,
-            note TEXT NOT NULL DEFAULT '',
-            recorded_by TEXT NOT NULL
-        );
-        CREATE INDEX audit_log_at ON audit_log(at);
+        -- A line's own tax where the PSA itemises it (Autotask, Halo); the invoice's tax_minor stays
+        -- the total that counts.
+        ALTER TABLE invoice_lines ADD COLUMN tax_minor INTEGER NOT NULL DEFAULT 0;
+        -- A digest of the source record and its mapping: a re-read that matches it writes nothing.
+        ALTER TABLE invoices ADD COLUMN source_hash TEXT;
+        ALTER TABLE clients ADD COLUMN source_hash TEXT;
+        ALTER TABLE contacts ADD COLUMN source_hash TEXT;
+        -- When the PSA stopped listing the invoice (status 'deleted').
+        ALTER TABLE invoices ADD COLUMN deleted_at TEXT;
+        ALTER TABLE sync_state ADD COLUMN last_error_at TEXT;
+        -- Invoice numbers name invoices on receipts and in the journal: a second record with a
+        -- number already taken is quarantined, which this index keeps cheap.
+        CREATE INDEX invoices_source_number ON invoices(source, number);
         """
     )
 
@@ -456,48 +420,59 @@ def _payments_engine(db: Database) -> None:
     )
 
 
-@MIGRATIONS(name="0002_intake")
-def _intake(db: Database) -> None:
+@MIGRATIONS(name="0004_admin")
+def _admin(db: Database) -> None:
     db.executescript(
         """
-        -- A line's own tax where the PSA itemises it (Autotask, Halo); the invoice's tax_minor stays
-        -- the total that counts.
-        ALTER TABLE invoice_lines ADD COLUMN tax_minor INTEGER NOT NULL DEFAULT 0;
-        -- A digest of the source record and its mapping: a re-read that matches it writes nothing.
-        ALTER TABLE invoices ADD COLUMN source_hash TEXT;
-        ALTER TABLE clients ADD COLUMN source_hash TEXT;
-        ALTER TABLE contacts ADD COLUMN source_hash TEXT;
-        -- When the PSA stopped listing the invoice (status 'deleted').
-        ALTER TABLE invoices ADD COLUMN deleted_at TEXT;
-        ALTER TABLE sync_state ADD COLUMN last_error_at TEXT;
-        -- Invoice numbers name invoices on receipts and in the journal: a second record with a
-        -- number already taken is quarantined, which this index keeps cheap.
-        CREATE INDEX invoices_source_number ON invoices(source, number);
-        """
-    )
-
-
-@MIGRATIONS(name="0006_reminders")
-def _reminders(db: Database) -> None:
-    db.executescript(
-        """
-        -- One row per (invoice, step) ever decided: sent, or skipped because a later step was due
-        -- by the time the job ran (an outage). The UNIQUE pair is what makes a step go once.
-        CREATE TABLE reminders_sent (
+        -- Two-factor state: wrong codes in a row lock the account for a while; the last TOTP
+        -- step used is kept so a code cannot be replayed within its window.
+        ALTER TABLE admin_users ADD COLUMN failed_codes INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE admin_users ADD COLUMN locked_until TEXT;
+        ALTER TABLE admin_users ADD COLUMN totp_last_step INTEGER;
+        ALTER TABLE admin_users ADD COLUMN last_login_at TEXT;
+        CREATE TABLE admin_recovery_codes (
             id INTEGER PRIMARY KEY,
-            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
-            step INTEGER NOT NULL,
-            outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'skipped')),
-            sent_on TEXT NOT NULL,
-            balance_minor INTEGER NOT NULL,
-            message_key TEXT,
+            admin_id INTEGER NOT NULL REFERENCES admin_users(id),
+            code_hash TEXT NOT NULL UNIQUE,
             created_at TEXT NOT NULL,
-            UNIQUE (invoice_id, step)
+            used_at TEXT
         );
-        CREATE INDEX reminders_sent_invoice ON reminders_sent(invoice_id);
-        -- A mail server refused the address; reminders skip it until the PSA brings a new one.
-        ALTER TABLE contacts ADD COLUMN email_refused_at TEXT;
-        ALTER TABLE contacts ADD COLUMN email_refused_reason TEXT;
+        -- Admin sign-ins are server-side rows (the cookie holds a random token, stored hashed),
+        -- separate from portal sessions; `second_factor_at` is NULL until the code was accepted.
+        CREATE TABLE admin_sessions (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            admin_id INTEGER NOT NULL REFERENCES admin_users(id),
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            second_factor_at TEXT,
+            view_as_client_id INTEGER REFERENCES clients(id),
+            ended_at TEXT
+        );
+        CREATE INDEX admin_sessions_admin ON admin_sessions(admin_id, ended_at);
+        -- Per-client exceptions to the MSP's defaults; NULL means "use the default".
+        CREATE TABLE client_overrides (
+            client_id INTEGER PRIMARY KEY REFERENCES clients(id),
+            reminder_offsets_json TEXT,
+            is_paused INTEGER NOT NULL DEFAULT 0,
+            pause_reason TEXT,
+            autopay_allowed INTEGER NOT NULL DEFAULT 1,
+            payment_methods_json TEXT,
+            grace_days INTEGER,
+            approval_threshold_minor INTEGER,
+            approval_threshold_currency TEXT,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL
+        );
+        -- What the finance team typed for a check, wire or cash payment.
+        CREATE TABLE manual_payments (
+            payment_id INTEGER PRIMARY KEY REFERENCES payments(id),
+            reference TEXT NOT NULL,
+            received_on TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            recorded_by TEXT NOT NULL
+        );
+        CREATE INDEX audit_log_at ON audit_log(at);
         """
     )
 
@@ -571,15 +546,12 @@ def _portal(db: Database) -> None:
         -- A counter per client that moves whenever anything its invoice list shows may have changed:
         -- the portal keeps computed list pages keyed by it (app.web.list_cache), so a page is
         -- recomputed exactly when its data changed, whoever wrote (intake, payments, the admin).
+        -- New invoices need no trigger (the key also holds the client's invoice count), which
+        -- keeps a backfill of many new invoices free of a write per row.
         CREATE TABLE client_data_versions (
             client_id INTEGER PRIMARY KEY,
             version INTEGER NOT NULL
         );
-        CREATE TRIGGER cdv_invoice_insert AFTER INSERT ON invoices BEGIN
-            INSERT INTO client_data_versions (client_id, version)
-            SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
-            ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
-        END;
         CREATE TRIGGER cdv_invoice_update AFTER UPDATE ON invoices BEGIN
             INSERT INTO client_data_versions (client_id, version)
             SELECT c, 1 FROM (SELECT NEW.client_id AS c) WHERE c IS NOT NULL
@@ -643,6 +615,31 @@ def _portal(db: Database) -> None:
             WHERE c IS NOT NULL
             ON CONFLICT (client_id) DO UPDATE SET version = version + 1;
         END;
+        """
+    )
+
+
+@MIGRATIONS(name="0006_reminders")
+def _reminders(db: Database) -> None:
+    db.executescript(
+        """
+        -- One row per (invoice, step) ever decided: sent, or skipped because a later step was due
+        -- by the time the job ran (an outage). The UNIQUE pair is what makes a step go once.
+        CREATE TABLE reminders_sent (
+            id INTEGER PRIMARY KEY,
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            step INTEGER NOT NULL,
+            outcome TEXT NOT NULL CHECK (outcome IN ('sent', 'skipped')),
+            sent_on TEXT NOT NULL,
+            balance_minor INTEGER NOT NULL,
+            message_key TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (invoice_id, step)
+        );
+        CREATE INDEX reminders_sent_invoice ON reminders_sent(invoice_id);
+        -- A mail server refused the address; reminders skip it until the PSA brings a new one.
+        ALTER TABLE contacts ADD COLUMN email_refused_at TEXT;
+        ALTER TABLE contacts ADD COLUMN email_refused_reason TEXT;
         """
     )
 

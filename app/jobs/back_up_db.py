@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess  # nosec B404 - runs the operator's own copy_command, as an argument list
+import subprocess  # nosec B404
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,9 +110,10 @@ def _copy(path: Path, target_dir: Path) -> Path:
 
 
 def _run_copy_command(command: tuple[str, ...], path: Path) -> None:
+    # The operator's own command from the config, as an argument list: no shell ever parses it.
     argv = [str(path) if part == "{file}" else part for part in command]
     try:
-        done = subprocess.run(  # noqa: S603 # nosec B603 - the operator's own command, no shell
+        done = subprocess.run(  # noqa: S603 # nosec B603
             argv, capture_output=True, text=True, timeout=COPY_TIMEOUT_SECONDS, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:

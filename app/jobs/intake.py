@@ -238,8 +238,8 @@ def _paid_elsewhere(db: Database, invoice_id: int, inv: RemoteInvoice) -> int:
     elsewhere = max(0, inv.paid_minor - reported)
     succeeded = int(
         db.execute(
-            "SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a JOIN payments p ON p.id = a.payment_id "
-            "WHERE a.invoice_id = ? AND p.status = 'succeeded'",
+            "SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a "
+            "JOIN payments p ON p.id = a.payment_id WHERE a.invoice_id = ? AND p.status = 'succeeded'",
             (invoice_id,),
         ).fetchone()[0]
     )
@@ -274,6 +274,17 @@ def _ours(db: Database, invoice_id: int) -> int:
 
 
 def _check_amounts(inv: RemoteInvoice) -> None:
+    if (
+        max(
+            abs(inv.total_minor),
+            abs(inv.subtotal_minor),
+            abs(inv.tax_minor),
+            abs(inv.paid_minor),
+            *(abs(ln.amount_minor) for ln in inv.lines),
+        )
+        < MAX_MINOR
+    ):
+        return
     amounts = {
         "total": inv.total_minor,
         "subtotal": inv.subtotal_minor,

@@ -40,6 +40,7 @@ _QUIET = frozenset({"unchanged"})
 # The deletion check refuses to close more than this share of a source's open invoices at once:
 # an empty or truncated listing (a permission change at the PSA) must not empty the portal.
 MAX_DELETED_SHARE = 0.5
+CACHE_KIB = 64 * 1024
 
 
 @dataclass
@@ -135,6 +136,9 @@ def run(
         return report
     entity_id = services.entity_id
     on_billing = _invite(services)
+    # A backfill writes into half a dozen indexes of a growing table: a 64 MB page cache for this
+    # connection keeps their pages in memory (SQLite's default is 2 MB).
+    services.store.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     read_all = deletions_due = False
     swept: set[str] = set()  # invoices an incremental sweep read (a refresh need not read them again)
     for obj in OBJECTS:
@@ -176,6 +180,15 @@ def run(
                     return report
         except ConnectorError as exc:
             _failed(services, report, connector, obj, stored_cursor, counts, exc, fingerprint)
+            break
+        except (UnicodeDecodeError, ValueError, OSError) as exc:
+            # A source the connector could not read (an export in a Windows code page, a cell the
+            # CSV reader refuses, a file gone mid-read): one clear error for the admin, no crash;
+            # the committed pages and the cursor stay as they are.
+            log.exception("PSA poll %s/%s could not read the source", connector, obj)
+            reason = ConnectorError(f"cannot read the {obj} from the source: {type(exc).__name__}: {exc}",
+                                    retryable=True)
+            _failed(services, report, connector, obj, stored_cursor, counts, reason, fingerprint)
             break
         # A sweep that yielded nothing at all leaves no final cursor: it ends where it began.
         unfinished = sweep.decode(stored_cursor)

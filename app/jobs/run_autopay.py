@@ -25,7 +25,7 @@ from datetime import date, timedelta
 
 from app import charging
 from app.core import autopay, autopay_attempts, stop_flag
-from app.core.clock import local_today
+from app.core.clock import from_db, local_today
 from app.core.emails import date_long
 from app.core.keys import derive_key
 from app.core.notices import enqueue_notice
@@ -33,6 +33,7 @@ from app.services import Services
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
+ACTION_DAYS = 7  # a 3-D Secure request unanswered this long is given up (the retry schedule follows)
 
 
 @dataclass
@@ -124,8 +125,10 @@ def run(services: Services, *, dry_run: bool = False, limit: int | None = None) 
         report.planned = plan(services)
         for charge in report.planned[:limit]:
             if stop_flag.requested():  # SIGTERM: every charge started so far is finished and recorded
-                log.info("autopay: stopping on request; %d charges left for the next run",
-                         len(report.planned[:limit]) - report.started)
+                log.info(
+                    "autopay: stopping on request; %d charges left for the next run",
+                    len(report.planned[:limit]) - report.started,
+                )
                 break
             try:
                 _charge(services, charge, report, timing)
@@ -160,25 +163,44 @@ def _charge(
 
 
 def resolve_unfinished(
-    services: Services, *, timing: charging.StripeTime | None = None, min_age_seconds: float | None = None
+    services: Services,
+    *,
+    timing: charging.StripeTime | None = None,
+    min_age_seconds: float | None = None,
+    include_waiting: bool = True,
 ) -> int:
-    """Settle attempts left pending, submitted, waiting for 3-D Secure or processing; returns how many
-    changed. A submitted one is only asked about after the Stripe timeout has surely passed."""
+    """Settle attempts a crash or timeout left pending or submitted, and (`include_waiting`) those
+    waiting for 3-D Secure or a bank: re-read from Stripe, and a 3-D Secure request older than
+    ACTION_DAYS given up (cancelled at Stripe, so it can no longer be completed, and failed, so the
+    retry schedule and then the reminders take over). Returns how many changed. A submitted one is
+    only asked about after the Stripe timeout has surely passed."""
     timing = timing or charging.StripeTime()
     age = services.config.stripe.timeout_seconds + 10 if min_age_seconds is None else min_age_seconds
+    states = autopay.OPEN_ATTEMPT if include_waiting else ("pending", "submitted")
     rows = services.store.all(
-        "SELECT t.payment_id, p.status FROM autopay_attempts t JOIN payments p ON p.id = t.payment_id "
-        f"WHERE t.status IN {autopay.OPEN_ATTEMPT} OR p.status IN {autopay.OPEN_ATTEMPT} ORDER BY t.id"
+        "SELECT t.payment_id, p.status, p.updated_at FROM autopay_attempts t JOIN payments p ON p.id = "
+        "t.payment_id "
+        f"WHERE p.status IN {states} ORDER BY t.id"
     )
     changed = 0
     for row in rows:
         try:
-            after = charging.resolve(
-                services,
-                row["payment_id"],
-                timing=timing,
-                min_age_seconds=age if row["status"] == "submitted" else 0,
-            )
+            if row["status"] == "requires_action" and (
+                services.clock.utc_now() - from_db(row["updated_at"]) > timedelta(days=ACTION_DAYS)
+            ):
+                after = charging.give_up_waiting(
+                    services,
+                    row["payment_id"],
+                    timing=timing,
+                    reason=f"not confirmed with the bank within {ACTION_DAYS} days",
+                )
+            else:
+                after = charging.resolve(
+                    services,
+                    row["payment_id"],
+                    timing=timing,
+                    min_age_seconds=age if row["status"] == "submitted" else 0,
+                )
         except Exception:
             log.exception("autopay: could not settle payment %s; next run tries again", row["payment_id"])
             continue
@@ -187,11 +209,12 @@ def resolve_unfinished(
 
 
 def recover(services: Services) -> int:
-    """The scheduler's frequent job: settle unfinished attempts between daily runs."""
+    """The scheduler's frequent job: settle attempts a crash left unfinished between daily runs.
+    Payments waiting for the customer or the bank are left to webhooks and the daily run."""
     if not _LOCK.acquire(blocking=False):
         return 0
     try:
-        return resolve_unfinished(services)
+        return resolve_unfinished(services, include_waiting=False)
     finally:
         _LOCK.release()
 

@@ -3,7 +3,10 @@
 gunicorn runs one worker; if someone starts a second worker or runs a CLI job at the same time,
 the exclusive lock on `<data_dir>/scheduler.lock` keeps the schedules in one place. CLI job
 commands take the same lock (`job_lock`), so a hand-run `cashloop outbox` never races the
-scheduler's drain.
+scheduler's drain. A service that starts while another process holds the lock tries again every
+LOCK_RETRY_SECONDS and takes the schedules over when it gets it. Each run records a heartbeat
+(app.core.job_runs) and its start in `Scheduler.running`, which /healthz reads; `stop` asks the jobs
+to stop between units of work (app.core.stop_flag) and waits for them.
 """
 
 from __future__ import annotations
@@ -177,6 +180,8 @@ def _begin(sched: Scheduler, fh: IO[str]) -> None:
     services = sched.services
     cfg = services.config
     aps = sched.apscheduler
+    # APScheduler logs every run at INFO; the jobs log what they did themselves.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     aps.add_job(
         _job(sched, "poll_psa", lambda: poll_psa.run(services)),
         "interval",
@@ -210,8 +215,6 @@ def _begin(sched: Scheduler, fh: IO[str]) -> None:
         _add_autopay(sched)
     if cfg.ops.backup.enabled:
         _add_backup(sched)
-    # APScheduler logs every run at INFO; the jobs log what they did themselves.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     sched.lock = fh  # keep the fd open as long as we run: closing it releases the lock
     aps.start()
     log.info(
@@ -233,6 +236,7 @@ def stop(sched: Scheduler | None) -> None:
     if sched.lock is not None:
         sched.lock.close()
         sched.lock = None
+    stop_flag.reset()  # every job has returned; a later scheduler (or job) in this process starts clean
     log.info("scheduler stopped")
 
 

@@ -62,9 +62,6 @@ JOIN invoice_balances b ON b.invoice_id = i.id
 JOIN clients c ON c.id = i.client_id
 WHERE i.status = 'open' AND i.is_approved = 1 AND i.kind != 'credit_memo' AND b.balance_minor > 0
   AND i.due_on BETWEEN ? AND ?
-  -- A payment on its way (ACH processing, 3-D Secure pending) is not chased.
-  AND NOT EXISTS (SELECT 1 FROM allocations a JOIN payments p ON p.id = a.payment_id
-                  WHERE a.invoice_id = i.id AND p.status IN ('submitted', 'requires_action', 'processing'))
 ORDER BY i.client_id, i.due_on, i.number
 """
 
@@ -142,7 +139,14 @@ def _remind_client(
             }
             due_on = date.fromisoformat(inv["due_on"])
             step = due_step(due_on, today, steps, grace_days=grace, quiet=quiet, already=done)
-            if step is None or _excluded(db, inv, today):
+            if step is None:
+                continue
+            if _excluded(db, inv, today):
+                # Held today (a payment processing, a disputed line, autopay): the step is spent,
+                # so it does not go out late once the hold ends (B05: the next step is the next).
+                for held in steps:
+                    if held <= step and held not in done:
+                        _decide(db, services, inv, held, "skipped", today, None)
                 continue
             for earlier in steps:
                 if earlier < step and earlier not in done:

@@ -1,8 +1,9 @@
 """Computed invoice-list pages, kept per client until that client's data changes.
 
 `client_data_versions` (migration 0005) holds a counter per client that triggers move on every
-write the list shows (invoices, allocations, payment status, line disputes, approvals). A page is
-stored under (database, client, version, filters, local date, approval thresholds), so a change by
+write the list shows (invoice updates, allocations, payment status, line disputes, approvals); the
+number of the client's invoices covers new ones. A page is stored under (database, client, that
+version, filters, local date, approval thresholds), so a change by
 anyone, in any process, makes the next request compute afresh; nothing is ever invalidated by
 hand. Reading the version is one primary-key lookup.
 """
@@ -20,10 +21,14 @@ T = TypeVar("T")
 MAX_ENTRIES = 512
 
 
-def client_version(store: Store, client_id: int) -> int:
-    return int(
-        store.scalar("SELECT version FROM client_data_versions WHERE client_id = ?", (client_id,)) or 0
+def client_version(store: Store, client_id: int) -> tuple[int, int]:
+    """(change counter, number of invoices): new invoices move the count, everything else the counter."""
+    row = store.one(
+        "SELECT (SELECT version FROM client_data_versions WHERE client_id = :c), "
+        "(SELECT COUNT(*) FROM invoices WHERE client_id = :c)",
+        {"c": client_id},
     )
+    return (int(row[0] or 0), int(row[1] or 0))
 
 
 class LruCache:

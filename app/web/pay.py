@@ -32,6 +32,10 @@ class AmountError(ValueError):
     """An amount a person typed that we cannot use; the message is for them."""
 
 
+class AmountTooLarge(AmountError):
+    """More digits than any invoice has; the form answers with what is left to pay."""
+
+
 def parse_amount(text: str, currency: str) -> int:
     """The minor units of an amount typed as "1,250.00" or "$1250"; raises AmountError."""
     cleaned = text.strip().replace(",", "").replace(" ", "").lstrip("$€£¥")
@@ -41,6 +45,9 @@ def parse_amount(text: str, currency: str) -> int:
         raise AmountError("Enter the amount as a number, such as 1250.00.")
     if cleaned.startswith("-"):
         raise AmountError("The amount cannot be negative.")
+    if len(cleaned.split(".")[0]) > 15:
+        # No invoice is that large; stopping here also keeps absurd digit strings out of the money code.
+        raise AmountTooLarge("That amount is far larger than any invoice; check the digits.")
     try:
         return Money.from_decimal(cleaned, currency).amount_minor
     except MoneyError:
@@ -66,7 +73,10 @@ def check_amounts(
             if not allow_partial:
                 amount = row.payable_minor
             else:
-                amount = parse_amount(form.get(f"amount-{row.token}", ""), row.currency)
+                try:
+                    amount = parse_amount(form.get(f"amount-{row.token}", ""), row.currency)
+                except AmountTooLarge:
+                    raise AmountError(f"This invoice has {due} left to pay; enter that or less.") from None
             if amount == 0:
                 raise AmountError("Enter an amount greater than zero.")
             if amount > row.payable_minor:

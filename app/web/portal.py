@@ -110,8 +110,12 @@ def invoices() -> Any:
     table = list_cache.tables.get_or_compute(
         (*key, can_select),
         # NOTE: Markup of our own rendered (autoescaped) template, not of any input.
-        lambda: Markup(render_template("_invoice_table.html",  # noqa: S704 f=f, result=result, page_url=page_url,
-                                       can_select=can_select)))
+        lambda: Markup(  # noqa: S704
+            render_template(
+                "_invoice_table.html", f=f, result=result, page_url=page_url, can_select=can_select
+            )
+        ),
+    )
     return render_template(
         "invoices.html",
         f=f,

@@ -31,6 +31,12 @@ COLUMNS = [
     "memo",
 ]
 CLEARING_ACCOUNT = "Stripe clearing"
+UNDEPOSITED_ACCOUNT = "Undeposited funds"  # checks, wires and cash the finance team recorded
+
+
+def clearing_account(method: str) -> str:
+    """Where the money sits until it reaches the bank: Stripe's balance, or the office's tray."""
+    return CLEARING_ACCOUNT if method in ("card", "ach") else UNDEPOSITED_ACCOUNT
 RECEIVABLE_ACCOUNT = "Accounts receivable"
 SURCHARGE_ACCOUNT = "Card surcharge income"
 
@@ -64,7 +70,7 @@ class JournalSink:
             [
                 *common,
                 "",
-                CLEARING_ACCOUNT,
+                clearing_account(p.method),
                 amount(p.amount_minor),
                 "",
                 p.currency,

@@ -247,6 +247,12 @@ class StripeGateway:
         """The PaymentIntent as Stripe has it now (webhooks and returns re-read, never trust)."""
         return _state(self._call(self._client.v1.payment_intents.retrieve, intent_id))
 
+    def cancel_intent(self, intent_id: str, *, key: str) -> IntentState:
+        """Cancel a PaymentIntent that has not succeeded (e.g. one waiting for 3-D Secure). Raises
+        ConnectorError (400 when it can no longer be cancelled, such as after it succeeded)."""
+        pi = self._call(self._client.v1.payment_intents.cancel, intent_id, options={"idempotency_key": key})
+        return _state(pi)
+
     def find_intent(self, *, payment_token: str, limit: int = 100) -> IntentState | None:
         """Look for a PaymentIntent carrying our payment token in its metadata (crash recovery)."""
         page = self._call(self._client.v1.payment_intents.list, params={"limit": limit})
@@ -270,6 +276,12 @@ class StripeGateway:
             bank_name=bank.get("bank_name"),
             routing_number=bank.get("routing_number"),
         )
+
+    def method_customer(self, pm_id: str) -> str | None:
+        """The customer a PaymentMethod is attached to at Stripe, or None (a card just collected)."""
+        pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
+        customer = pm.get("customer")
+        return customer if isinstance(customer, str) or customer is None else customer.get("id")
 
     def attach_method(self, pm_id: str, customer_id: str) -> None:
         """Attach a method to a customer unless it already is (the double does not do it on setup)."""

@@ -4,8 +4,12 @@ Checklist (connectwise.py is the worked example):
 - settings dataclass in app/config.py (every field with doc=) and a section in config.example.toml;
 - pure `*_from_api(raw) -> Remote*` functions raising RecordError with a specific reason;
 - all HTTP through sync.http.HttpClient (it owns timeouts, retries, Retry-After and quiet logs);
-- money through Money.from_vendor_number / from_decimal, dates through parse_vendor_date;
-- a loopback fake in tests/fakes/<kind>.py that checks requests against ../shared/specs.
+- money through Money.from_vendor_number / from_decimal (or sync.psa.amounts), dates through
+  parse_vendor_date;
+- cursors through sync.sweep: pages of a sweep carry its position (resumable after a kill), the
+  last page the change cursor; `invoice_ids()` + `supports_deletion_check` close deleted invoices;
+- a loopback fake in tests/fakes/<kind>.py that checks requests against tests/specs (tests/fakes/_spec.py
+  does the checking), and a world in tests/psa_worlds.py so tests/jobs/test_psa_intake.py runs on it.
 """
 
 from __future__ import annotations

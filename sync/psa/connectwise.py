@@ -469,7 +469,8 @@ def _email(raw: Mapping[str, Any]) -> str | None:
     emails.sort(key=lambda i: i.get("defaultFlag") is not True)  # stable: default first
     for item in emails:
         value = _text(item.get("value"))
-        if value and "@" in value:
+        # One address, as typed: "sam @typo.example" or "a@x.example, b@y.example" is not one.
+        if value and "@" in value and not any(ch.isspace() or ch in ",;" for ch in value):
             return value
     return None
 

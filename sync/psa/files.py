@@ -168,11 +168,20 @@ class FilesSource:
             if old.get("sig") == sig:
                 continue
             new = {"sig": sig}
-            for item in reader(path, old, new):
-                buffer.append(item)
-                if len(buffer) >= PAGE_SIZE:
-                    yield Page(buffer, dump_cursor(committed))
-                    buffer = []
+            try:
+                for item in reader(path, old, new):
+                    buffer.append(item)
+                    if len(buffer) >= PAGE_SIZE:
+                        yield Page(buffer, dump_cursor(committed))
+                        buffer = []
+            except UnicodeDecodeError as exc:
+                bad = exc.object[exc.start]
+                raise ConnectorError(
+                    f"{name}: not UTF-8 text (byte {exc.start} is {bad:#x}); save the export as UTF-8",
+                    retryable=False,
+                ) from exc
+            except csv.Error as exc:
+                raise ConnectorError(f"{name}: cannot read it as CSV: {exc}", retryable=False) from exc
             committed[name] = new
         if buffer or committed != before:
             yield Page(buffer, dump_cursor(committed))

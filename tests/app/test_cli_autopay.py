@@ -16,15 +16,23 @@ from tests.factories import make_client, make_invoice
 
 
 def _cashloop(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=120,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _setup(tmp_path, double, number: str):
     (tmp_path / "psa-export").mkdir()
     path = tmp_path / "config.toml"
-    path.write_text(demo_config(data_dir=tmp_path, port=8080, stripe_base=double.api_base, smtp_port=9,
-                                secret_key="cli-test-secret-key-0123456789ab"))
+    path.write_text(
+        demo_config(
+            data_dir=tmp_path,
+            port=8080,
+            stripe_base=double.api_base,
+            smtp_port=9,
+            secret_key="cli-test-secret-key-0123456789ab",
+        )
+    )
     today = datetime.now(UTC).date()  # the CLI runs on the real clock
     s = build_services(load_config(path), clock=FrozenClock(datetime.now(UTC)))
     client_id = make_client(s, "cli", "Command Line Co")
@@ -33,7 +41,9 @@ def _setup(tmp_path, double, number: str):
     return s, str(path)
 
 
-def test_autopay_dry_run_lists_the_charge_and_charges_nothing_then_the_run_charges_it(tmp_path, stripe_double):
+def test_autopay_dry_run_lists_the_charge_and_charges_nothing_then_the_run_charges_it(
+    tmp_path, stripe_double
+):
     s, path = _setup(tmp_path, stripe_double, "INV-CLI-1")
 
     dry = _cashloop("autopay", "--dry-run", "--config", path)

@@ -1,4 +1,4 @@
-"""The terminal progress bar of `cashloop sync` (drawn only on a TTY; see tests/jobs/test_backfill_resume.py)."""
+"""The terminal progress bar of `cashloop sync` (only on a TTY; see tests/jobs/test_backfill_resume.py)."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ from tests.conftest import LiveServer, free_port
 from tests.core.test_payments_cases import _pay, _token
 from tests.factories import balance, make_client, make_invoice
 
-REMINDERS = "\n[reminders]\nsteps = [0, 3, 7]\nquiet_weekends = false\nsend_time = \"09:00\"\n"
+REMINDERS = '\n[reminders]\nsteps = [0, 3, 7]\nquiet_weekends = false\nsend_time = "09:00"\n'
 
 
 def _at(day: date, hour: int = 10) -> datetime:
@@ -51,11 +51,15 @@ def _jobs(s) -> None:
 
 
 def _reminders_by_day(s, number: str) -> dict[str, int]:
-    rows = s.store.all("SELECT at FROM email_log WHERE kind = 'reminder' AND status = 'sent' AND subject LIKE ?",
-                       (f"%{number}%",))
+    rows = s.store.all(
+        "SELECT at FROM email_log WHERE kind = 'reminder' AND status = 'sent' AND subject LIKE ?",
+        (f"%{number}%",),
+    )
     out: dict[str, int] = {}
     for r in rows:
-        day = datetime.fromisoformat(r["at"].replace("Z", "+00:00")).astimezone(s.config.tz).date().isoformat()
+        day = (
+            datetime.fromisoformat(r["at"].replace("Z", "+00:00")).astimezone(s.config.tz).date().isoformat()
+        )
         out[day] = out.get(day, 0) + 1
     return out
 
@@ -77,8 +81,13 @@ def _b05(branch: str, tmp_path, stripe_ext, mail):
     s = engine_services(tmp_path, clock, double, mail, extra=REMINDERS)
     client_id, _, pm, inv = _fabrikam(s, double)
 
-    token, status = charging.pay_with_saved_method(s, client_id=client_id, items=[(inv, 240_000)],
-                                                   payment_method_ref=pm, initiated_by="login:ap@fabrikam.example")
+    token, status = charging.pay_with_saved_method(
+        s,
+        client_id=client_id,
+        items=[(inv, 240_000)],
+        payment_method_ref=pm,
+        initiated_by="login:ap@fabrikam.example",
+    )
     pay = s.store.one("SELECT * FROM payments WHERE token = ?", (token,))
     deliver(s, wait_for_event(double, "payment_intent.processing", pay["processor_ref"]))
     assert status == "processing"
@@ -91,8 +100,11 @@ def _b05(branch: str, tmp_path, stripe_ext, mail):
             if branch == "F":
                 _jobs(s)  # the day's jobs ran at 10:00; the bank's return arrives in the afternoon
                 clock.set(_at(day, 14))
-            stripe_ext.settle(pay["processor_ref"], "succeeded" if branch == "S" else "failed",
-                              failure_code=None if branch == "S" else "insufficient_funds")
+            stripe_ext.settle(
+                pay["processor_ref"],
+                "succeeded" if branch == "S" else "failed",
+                failure_code=None if branch == "S" else "insufficient_funds",
+            )
             kind = "payment_intent.succeeded" if branch == "S" else "payment_intent.payment_failed"
             deliver(s, wait_for_event(double, kind, pay["processor_ref"]))
             if branch == "F":
@@ -105,8 +117,12 @@ def _b05(branch: str, tmp_path, stripe_ext, mail):
             assert balance(s, inv) == 240_000
             assert reminder_hold(s.store.db, inv, today=day) == "payment processing"
             with pytest.raises(PaymentRequestError, match="already being processed"):
-                checkout.begin_checkout(s, client_id=client_id, login_email="ap@fabrikam.example",
-                                        items=[(_token(s, inv), 240_000)])
+                checkout.begin_checkout(
+                    s,
+                    client_id=client_id,
+                    login_email="ap@fabrikam.example",
+                    items=[(_token(s, inv), 240_000)],
+                )
         _jobs(s)
         if day < outcome_day:
             assert mails(mail, "Receipt") == [] and journal(s) == [] and psa_lines(s) == []
@@ -124,7 +140,8 @@ def test_b05_an_ach_payment_is_processing_not_paid_until_the_bank_answers(branch
         [receipt] = mails(mail, "Receipt")
         assert "$2,400.00" in receipt["Subject"] and "Sun, 12 May 2024" in receipt["Date"]
         assert [(r["invoice_number"], r["credit"]) for r in journal(s) if r["invoice_number"]] == [
-            ("INV-3001", "2400.00")]
+            ("INV-3001", "2400.00")
+        ]
         assert [ln["amount"] for ln in psa_lines(s)] == ["2400.00"]
         assert _reminders_by_day(s, "INV-3001") == {}
     else:
@@ -199,9 +216,15 @@ def test_b06_stale_and_duplicate_webhooks_leave_one_payment_one_receipt(order, t
         import json
 
         body = json.dumps(event).encode()
-        return requests.post(f"{server.url}/stripe/webhook", data=body, timeout=20, headers={
-            "Stripe-Signature": signed(body, str(s.config.stripe.webhook_secret)),
-            "Content-Type": "application/json"}).status_code
+        return requests.post(
+            f"{server.url}/stripe/webhook",
+            data=body,
+            timeout=20,
+            headers={
+                "Stripe-Signature": signed(body, str(s.config.stripe.webhook_secret)),
+                "Content-Type": "application/json",
+            },
+        ).status_code
 
     try:
         assert run_autopay.run(s).failed == 1  # 1. the autopay attempt is declined
@@ -215,12 +238,17 @@ def test_b06_stale_and_duplicate_webhooks_leave_one_payment_one_receipt(order, t
         assert result.status == "succeeded"
         manual_pi = s.store.scalar("SELECT processor_ref FROM payments WHERE initiated_by LIKE 'login:%'")
         evt_2 = wait_for_event(double, "payment_intent.succeeded", manual_pi)
-        charge = wait_for_event(double, "charge.succeeded", s.store.scalar(
-            "SELECT charge_ref FROM payments WHERE processor_ref = ?", (manual_pi,)))
+        charge = wait_for_event(
+            double,
+            "charge.succeeded",
+            s.store.scalar("SELECT charge_ref FROM payments WHERE processor_ref = ?", (manual_pi,)),
+        )
         codes.append(post(evt_2))
         clock.advance(timedelta(hours=1))
         codes.append(post(evt_1))  # 3. re-delivered an hour later (the variant's first delivery)
-        threads = [threading.Thread(target=lambda e=e: codes.append(post(e))) for e in (evt_2, evt_2, evt_2, charge)]
+        threads = [
+            threading.Thread(target=lambda e=e: codes.append(post(e))) for e in (evt_2, evt_2, evt_2, charge)
+        ]
         for t in threads:  # 4. evt_2 three more times, at once, and charge.succeeded
             t.start()
         for t in threads:
@@ -245,15 +273,21 @@ def test_b06_stale_and_duplicate_webhooks_leave_one_payment_one_receipt(order, t
     assert [ln["amount"] for ln in psa_lines(s)] == ["500.00"]
 
 
-def test_b06_every_event_kind_duplicated_and_reordered_ends_in_the_right_state(tmp_path, frozen_clock, stripe_ext,
-                                                                              mail):
+def test_b06_every_event_kind_duplicated_and_reordered_ends_in_the_right_state(
+    tmp_path, frozen_clock, stripe_ext, mail
+):
     """Succeeded before processing, dispute events twice and out of order, refund events twice."""
     double = stripe_ext.double
     s = engine_services(tmp_path, frozen_clock, double, mail)
     client_id, _, pm, inv = _fabrikam(s, double, "INV-3201")
     other = make_invoice(s, "INV-3002", client_remote_id="fab", total_minor=10_000, due_on=date(2026, 3, 31))
-    token, _ = charging.pay_with_saved_method(s, client_id=client_id, items=[(inv, 240_000)],
-                                              payment_method_ref=pm, initiated_by="login:ap@fabrikam.example")
+    token, _ = charging.pay_with_saved_method(
+        s,
+        client_id=client_id,
+        items=[(inv, 240_000)],
+        payment_method_ref=pm,
+        initiated_by="login:ap@fabrikam.example",
+    )
     ach = s.store.one("SELECT * FROM payments WHERE token = ?", (token,))
     processing = wait_for_event(double, "payment_intent.processing", ach["processor_ref"])
     stripe_ext.settle(ach["processor_ref"], "succeeded")
@@ -264,9 +298,14 @@ def test_b06_every_event_kind_duplicated_and_reordered_ends_in_the_right_state(t
 
     # A card payment of the other invoice, disputed and lost; and refund events for the ACH one.
     card_token, _ = charging.pay_with_saved_method(
-        s, client_id=client_id, items=[(other, 10_000)], initiated_by="login:ap@fabrikam.example",
-        payment_method_ref=s.store.scalar("SELECT processor_ref FROM payment_methods WHERE id = ?",
-                                          (saved_card(s, double, client_id),)))
+        s,
+        client_id=client_id,
+        items=[(other, 10_000)],
+        initiated_by="login:ap@fabrikam.example",
+        payment_method_ref=s.store.scalar(
+            "SELECT processor_ref FROM payment_methods WHERE id = ?", (saved_card(s, double, client_id),)
+        ),
+    )
     card = s.store.one("SELECT * FROM payments WHERE token = ?", (card_token,))
     dp = stripe_ext.dispute(card["charge_ref"])
     created = wait_for_event(double, "charge.dispute.created", dp["id"])

@@ -43,12 +43,17 @@ def _drain(s):
 
 
 def _refunds_at_stripe(double, intent_id):
-    return [(r.amount, r.status) for r in stripe_client(double).v1.refunds.list(
-        params={"payment_intent": intent_id}).auto_paging_iter()]
+    return [
+        (r.amount, r.status)
+        for r in stripe_client(double)
+        .v1.refunds.list(params={"payment_intent": intent_id})
+        .auto_paging_iter()
+    ]
 
 
 def test_a_partial_refund_reopens_the_highest_invoice_and_tells_the_books_and_the_psa(
-        tmp_path, frozen_clock, stripe_double, mail):
+    tmp_path, frozen_clock, stripe_double, mail
+):
     s = engine_services(tmp_path, frozen_clock, stripe_double, mail)
     _, a, b, pay = _paid_pair(s, stripe_double)
 
@@ -60,17 +65,23 @@ def test_a_partial_refund_reopens_the_highest_invoice_and_tells_the_books_and_th
     assert (balance(s, a), balance(s, b)) == (0, 5_000)
     allocs = s.store.all("SELECT invoice_id, amount_minor, kind FROM allocations ORDER BY id")
     assert [(r["invoice_id"], r["amount_minor"], r["kind"]) for r in allocs] == [
-        (a, 3_000, "payment"), (b, 7_000, "payment"), (b, -5_000, "refund")]
+        (a, 3_000, "payment"),
+        (b, 7_000, "payment"),
+        (b, -5_000, "refund"),
+    ]
     entry = [r for r in journal(s) if r["entry_key"].startswith("v1-journal-reversal")]
     assert [(r["account"], r["invoice_number"], r["debit"], r["credit"]) for r in entry] == [
-        ("Stripe clearing", "", "", "50.00"), ("Accounts receivable", "INV-1002", "50.00", "")]
+        ("Stripe clearing", "", "", "50.00"),
+        ("Accounts receivable", "INV-1002", "50.00", ""),
+    ]
     assert [(ln["invoice_remote_id"], ln["amount"]) for ln in psa_lines(s)][-1] == ("inv-INV-1002", "-50.00")
     audit = s.store.one("SELECT actor, detail_json FROM audit_log WHERE action = 'payment.refund'")
     assert audit["actor"] == "admin:fin@msp.example" and '"INV-1002": -5000' in audit["detail_json"]
 
 
-def test_a_full_refund_reopens_both_invoices_and_nothing_more_can_be_refunded(tmp_path, frozen_clock,
-                                                                             stripe_double, mail):
+def test_a_full_refund_reopens_both_invoices_and_nothing_more_can_be_refunded(
+    tmp_path, frozen_clock, stripe_double, mail
+):
     s = engine_services(tmp_path, frozen_clock, stripe_double, mail)
     _, a, b, pay = _paid_pair(s, stripe_double)
 
@@ -82,13 +93,16 @@ def test_a_full_refund_reopens_both_invoices_and_nothing_more_can_be_refunded(tm
         refunds.refund(s, pay["token"], 0, "admin:a")
 
     assert (balance(s, a), balance(s, b)) == (3_000, 7_000)
-    assert sorted(_refunds_at_stripe(stripe_double, pay["processor_ref"])) == [(4_000, "succeeded"),
-                                                                              (6_000, "succeeded")]
+    assert sorted(_refunds_at_stripe(stripe_double, pay["processor_ref"])) == [
+        (4_000, "succeeded"),
+        (6_000, "succeeded"),
+    ]
     assert s.store.scalar("SELECT COUNT(*) FROM refunds") == 2
 
 
-def test_a_refund_larger_than_the_payment_is_refused_before_stripe_is_called(tmp_path, frozen_clock,
-                                                                            stripe_double, mail):
+def test_a_refund_larger_than_the_payment_is_refused_before_stripe_is_called(
+    tmp_path, frozen_clock, stripe_double, mail
+):
     s = engine_services(tmp_path, frozen_clock, stripe_double, mail)
     _, a, b, pay = _paid_pair(s, stripe_double)
     with pytest.raises(RefundError, match="At most 10000"):
@@ -97,30 +111,39 @@ def test_a_refund_larger_than_the_payment_is_refused_before_stripe_is_called(tmp
     assert (balance(s, a), balance(s, b), s.store.scalar("SELECT COUNT(*) FROM refunds")) == (0, 0, 0)
 
 
-def test_a_refund_whose_answer_was_lost_is_found_at_stripe_and_not_sent_again(tmp_path, frozen_clock,
-                                                                              stripe_double, mail):
+def test_a_refund_whose_answer_was_lost_is_found_at_stripe_and_not_sent_again(
+    tmp_path, frozen_clock, stripe_double, mail
+):
     s = engine_services(tmp_path, frozen_clock, stripe_double, mail)
     _, _, b, pay = _paid_pair(s, stripe_double)
-    plan = refunds.start_refund(s.store, s.clock, payment_token=pay["token"], amount_minor=2_500, actor="admin:a")
+    plan = refunds.start_refund(
+        s.store, s.clock, payment_token=pay["token"], amount_minor=2_500, actor="admin:a"
+    )
     assert refunds.claim_refund(s.store, s.clock, plan.refund_id)
     # Stripe made the refund, then the process died before recording it.
-    s.gateway.create_refund(intent_id=plan.intent_id, amount_minor=2_500, metadata={"refund_token": plan.token},
-                            key=plan.idem_key)
-    lost = refunds.start_refund(s.store, s.clock, payment_token=pay["token"], amount_minor=1_000, actor="admin:a")
+    s.gateway.create_refund(
+        intent_id=plan.intent_id, amount_minor=2_500, metadata={"refund_token": plan.token}, key=plan.idem_key
+    )
+    lost = refunds.start_refund(
+        s.store, s.clock, payment_token=pay["token"], amount_minor=1_000, actor="admin:a"
+    )
 
     frozen_clock.advance(timedelta(minutes=5))
     assert refunds.resolve_refunds(s) == 2
     assert refunds.resolve_refunds(s) == 0
 
-    assert sorted(_refunds_at_stripe(stripe_double, pay["processor_ref"])) == [(1_000, "succeeded"),
-                                                                              (2_500, "succeeded")]
+    assert sorted(_refunds_at_stripe(stripe_double, pay["processor_ref"])) == [
+        (1_000, "succeeded"),
+        (2_500, "succeeded"),
+    ]
     assert balance(s, b) == 3_500
     assert [r["status"] for r in s.store.all("SELECT status FROM refunds ORDER BY id")] == ["succeeded"] * 2
     assert lost.refund_id != plan.refund_id
 
 
-def test_a_refund_made_at_stripe_is_recorded_once_however_often_the_event_comes(tmp_path, frozen_clock,
-                                                                               stripe_ext, mail):
+def test_a_refund_made_at_stripe_is_recorded_once_however_often_the_event_comes(
+    tmp_path, frozen_clock, stripe_ext, mail
+):
     double = stripe_ext.double
     s = engine_services(tmp_path, frozen_clock, double, mail)
     _, a, b, pay = _paid_pair(s, double)
@@ -139,8 +162,9 @@ def test_a_refund_made_at_stripe_is_recorded_once_however_often_the_event_comes(
     assert len([r for r in journal(s) if r["entry_key"].startswith("v1-journal-reversal")]) == 3
 
 
-def test_a_dispute_reverses_once_pauses_autopay_and_a_won_dispute_reinstates(tmp_path, frozen_clock, stripe_ext,
-                                                                            mail):
+def test_a_dispute_reverses_once_pauses_autopay_and_a_won_dispute_reinstates(
+    tmp_path, frozen_clock, stripe_ext, mail
+):
     double = stripe_ext.double
     s = engine_services(tmp_path, frozen_clock, double, mail)
     _, a, b, pay = _paid_pair(s, double)
@@ -160,7 +184,9 @@ def test_a_dispute_reverses_once_pauses_autopay_and_a_won_dispute_reinstates(tmp
     assert "fraudulent" in exc["summary"]
     assert report.started == 0 and balance(s, next_month) == 4_000  # a disputing client is not charged again
     assert [(ln["invoice_remote_id"], ln["amount"]) for ln in psa_lines(s)][-2:] == [
-        ("inv-INV-1002", "-70.00"), ("inv-INV-1001", "-30.00")]
+        ("inv-INV-1002", "-70.00"),
+        ("inv-INV-1001", "-30.00"),
+    ]
 
     closed = stripe_ext.decide_dispute(dp["id"], "won")
     for type_ in ("charge.dispute.funds_reinstated", "charge.dispute.closed"):
@@ -173,7 +199,10 @@ def test_a_dispute_reverses_once_pauses_autopay_and_a_won_dispute_reinstates(tmp
     assert (row["status"], row["withdrawn_minor"], row["is_reinstated"]) == ("won", 10_000, 1)
     won = [r for r in journal(s) if "won" in r["memo"]]
     assert [(r["account"], r["debit"], r["credit"]) for r in won] == [
-        ("Stripe clearing", "100.00", ""), ("Accounts receivable", "", "70.00"), ("Accounts receivable", "", "30.00")]
+        ("Stripe clearing", "100.00", ""),
+        ("Accounts receivable", "", "70.00"),
+        ("Accounts receivable", "", "30.00"),
+    ]
     assert run_autopay.run(s).succeeded == 1 and balance(s, next_month) == 0  # autopay resumes
 
 

@@ -19,8 +19,13 @@ from tests.factories import balance, make_client, make_invoice
 ON = SurchargeSettings(enabled=True, basis_points=300)
 
 
-def _fee(settings: SurchargeSettings, amount: int, currency: str = "USD", method: str = "card",
-         region: tuple[str | None, str | None] = ("US", "IL")) -> int:
+def _fee(
+    settings: SurchargeSettings,
+    amount: int,
+    currency: str = "USD",
+    method: str = "card",
+    region: tuple[str | None, str | None] = ("US", "IL"),
+) -> int:
     return surcharge_for(settings, amount_minor=amount, currency=currency, method=method, region=region)
 
 
@@ -53,18 +58,23 @@ def test_listed_regions_and_unknown_addresses_are_never_surcharged():
 
 def test_the_region_is_read_from_the_psa_company_record():
     assert region_of({"state": "ct", "country": {"id": 1, "identifier": "US", "name": "United States"}}) == (
-        "US", "CT")
+        "US",
+        "CT",
+    )
     assert region_of({"state": "QC", "country": {"name": "Canada"}}) == ("CA", "QC")
     assert region_of({"country": "United States of America"}) == ("US", None)
     assert region_of({"addressLine1": None}) == (None, None)
 
 
-@pytest.mark.parametrize(("setting", "message"), [
-    ("basis_points = 0", "surcharge.basis_points: must be 1-1000"),
-    ("basis_points = 2500", "surcharge.basis_points: must be 1-1000"),
-    ('cap = "ten"', "surcharge.cap: must be a decimal"),
-    ('excluded_regions = ["Connecticut"]', "surcharge.excluded_regions: regions are ISO codes"),
-])
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("basis_points = 0", "surcharge.basis_points: must be 1-1000"),
+        ("basis_points = 2500", "surcharge.basis_points: must be 1-1000"),
+        ('cap = "ten"', "surcharge.cap: must be a decimal"),
+        ('excluded_regions = ["Connecticut"]', "surcharge.excluded_regions: regions are ISO codes"),
+    ],
+)
 def test_a_bad_surcharge_setting_names_its_key(tmp_path, setting, message):
     with pytest.raises(ConfigError, match=message):
         make_config(tmp_path, extra=f"\n[surcharge]\nenabled = true\n{setting}\n")
@@ -76,11 +86,19 @@ def _with_address(s, client_id: int, state: str) -> None:
         db.execute("UPDATE clients SET raw_json = ? WHERE id = ?", (json.dumps(raw), client_id))
 
 
-def test_autopay_adds_the_surcharge_discloses_it_and_books_it_on_its_own_line(tmp_path, frozen_clock,
-                                                                              stripe_double, mail):
-    s = engine_services(tmp_path, frozen_clock, stripe_double, mail, extra=(
-        "\n[surcharge]\nenabled = true\nbasis_points = 300\ncap = \"50.00\"\nexcluded_regions = [\"US-CT\"]\n"
-        "\n[autopay]\nnotify_days_before = 3\n"))
+def test_autopay_adds_the_surcharge_discloses_it_and_books_it_on_its_own_line(
+    tmp_path, frozen_clock, stripe_double, mail
+):
+    s = engine_services(
+        tmp_path,
+        frozen_clock,
+        stripe_double,
+        mail,
+        extra=(
+            '\n[surcharge]\nenabled = true\nbasis_points = 300\ncap = "50.00"\nexcluded_regions = ["US-CT"]\n'
+            "\n[autopay]\nnotify_days_before = 3\n"
+        ),
+    )
     il = make_client(s, "il", "Lakeside Clinic", billing_email="ap@lakeside.example")
     ct = make_client(s, "ct", "Hartford Dental", billing_email="ap@hartford.example")
     _with_address(s, il, "IL")
@@ -90,7 +108,9 @@ def test_autopay_adds_the_surcharge_discloses_it_and_books_it_on_its_own_line(tm
     a = make_invoice(s, "INV-6001", client_remote_id="il", total_minor=10_000, due_on=date(2026, 3, 12))
     b = make_invoice(s, "INV-6002", client_remote_id="ct", total_minor=10_000, due_on=date(2026, 3, 12))
     upcoming = autopay.upcoming_charges(s.store, s.clock, s.config.tz, il, surcharge=s.config.surcharge)
-    assert [(c.charge_on, c.amount_minor, c.surcharge_minor) for c in upcoming] == [(date(2026, 3, 12), 10_300, 300)]
+    assert [(c.charge_on, c.amount_minor, c.surcharge_minor) for c in upcoming] == [
+        (date(2026, 3, 12), 10_300, 300)
+    ]
 
     run_autopay.run(s)  # March 10: the notices go out
     for _ in range(2):
@@ -107,12 +127,20 @@ def test_autopay_adds_the_surcharge_discloses_it_and_books_it_on_its_own_line(tm
     assert [pi["amount"] for pi in intents(stripe_double, invoices="INV-6002")] == [10_000]
     assert (balance(s, a), balance(s, b)) == (0, 0)
     receipt = next(m for m in mails(mail, "Receipt") if m["To"] == "ap@lakeside.example")
-    assert "Card surcharge:  $3.00 (included in the amount paid)" in receipt.get_body(("plain",)).get_content()
+    assert (
+        "Card surcharge:  $3.00 (included in the amount paid)" in receipt.get_body(("plain",)).get_content()
+    )
     token = s.store.scalar("SELECT p.token FROM payments p WHERE p.client_id = ?", (il,))
-    entry = [(r["account"], r["invoice_number"], r["debit"], r["credit"])
-             for r in journal(s) if r["payment_reference"] == token]
-    assert entry == [("Stripe clearing", "", "103.00", ""), ("Accounts receivable", "INV-6001", "", "100.00"),
-                     ("Card surcharge income", "", "", "3.00")]
+    entry = [
+        (r["account"], r["invoice_number"], r["debit"], r["credit"])
+        for r in journal(s)
+        if r["payment_reference"] == token
+    ]
+    assert entry == [
+        ("Stripe clearing", "", "103.00", ""),
+        ("Accounts receivable", "INV-6001", "", "100.00"),
+        ("Card surcharge income", "", "", "3.00"),
+    ]
 
 
 def test_a_bank_payment_is_never_surcharged(tmp_path, frozen_clock, stripe_ext, mail):

@@ -24,7 +24,8 @@ PASSWORD = "correct horse battery"
 
 @pytest.mark.parametrize("flavour", ["localstripe", "stripe_error"])
 def test_the_emailed_link_completes_a_payment_the_bank_held_for_3d_secure(
-        flavour, tmp_path, frozen_clock, stripe_double, stripe_ext, mail, browser, artifacts):
+    flavour, tmp_path, frozen_clock, stripe_double, stripe_ext, mail, browser, artifacts
+):
     double = stripe_double if flavour == "localstripe" else stripe_ext.double
     if flavour == "stripe_error":
         stripe_ext.configure(offsession_auth_error=True)
@@ -41,7 +42,9 @@ def test_the_emailed_link_completes_a_payment_the_bank_held_for_3d_secure(
     for _ in range(2):
         drain_outbox.run(s)
     [notice] = mails(mail, "Please confirm your payment of $640.00")
-    link = re.search(r"http://127\.0\.0\.1:\d+/payments/[\w\-]+/authenticate", notice.get_body(("plain",)).get_content())
+    link = re.search(
+        r"http://127\.0\.0\.1:\d+/payments/[\w\-]+/authenticate", notice.get_body(("plain",)).get_content()
+    )
     assert link and succeeded_charges(double, number) == 0
 
     server = LiveServer(create_app(s), port).start()

@@ -410,3 +410,40 @@ def test_a_card_payment_is_written_back_where_the_psa_can_take_it_and_never_coun
     )
     assert services.store.scalar("SELECT paid_elsewhere_minor FROM invoices WHERE id = ?", (invoice_id,)) == 0
     assert services.store.scalar("SELECT COUNT(*) FROM exceptions WHERE resolved_at IS NULL") == 0
+
+
+@pytest.mark.parametrize("kind", ["connectwise", "halopsa"])
+def test_only_invoices_finalised_at_the_psa_are_shown(kind, tmp_path, frozen_clock):
+    world = make_world(kind, frozen_clock.utc_now)
+    try:
+        specs = world.populate(3, companies=1)
+        draft = world._record(specs[1].remote_id)
+        if kind == "connectwise":
+            draft["status"] = {"id": 1, "name": "New"}  # CW's status for an invoice not yet sent
+        else:
+            draft["posted"] = False  # a Halo draft
+        services = _services(world, tmp_path, frozen_clock)
+        poll_psa.run(services)
+        visible = {
+            r[0]
+            for r in services.store.all(
+                "SELECT remote_id FROM invoices WHERE status = 'open' AND is_approved = 1"
+            )
+        }
+        assert visible == {specs[0].remote_id, specs[2].remote_id}
+        # Once finalised at the PSA, it shows.
+        frozen_clock.advance(timedelta(minutes=15))
+        if kind == "connectwise":
+            world.fake.touch(draft, frozen_clock.utc_now(), status={"id": 2, "name": "Sent"})
+        else:
+            world.fake.touch(draft, posted=True)
+        poll_psa.run(services)
+        assert (
+            services.store.scalar(
+                "SELECT is_approved FROM invoices WHERE remote_id = ?", (specs[1].remote_id,)
+            )
+            == 1
+        )
+        assert world.violations == []
+    finally:
+        world.fake.stop()

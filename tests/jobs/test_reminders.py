@@ -190,8 +190,16 @@ GROUPS = {
     # autopay will charge it on the due date: no reminder (the autopay notice covers it)
     "autopay": {"due": [20], "autopay": True, "expect": {}},
 }
-CLIENTS_PER_GROUP = {"open": 5, "paid": 4, "pair": 4, "ach": 4, "paused": 3, "partial": 4, "disputed": 3,
-                     "autopay": 3}  # 30 clients
+CLIENTS_PER_GROUP = {
+    "open": 5,
+    "paid": 4,
+    "pair": 4,
+    "ach": 4,
+    "paused": 3,
+    "partial": 4,
+    "disputed": 3,
+    "autopay": 3,
+}  # 30 clients
 
 
 def test_sixty_days_for_thirty_clients_send_exactly_the_expected_messages(tmp_path, mail):
@@ -242,8 +250,15 @@ def test_sixty_days_for_thirty_clients_send_exactly_the_expected_messages(tmp_pa
                 from app.core.line_disputes import open_dispute
 
                 with s.store.write() as db:
-                    open_dispute(db, clock, client_id=client_id, invoice_id=ids[0], line_no=1,
-                                 reason="We cancelled this service in March", raised_by="test")
+                    open_dispute(
+                        db,
+                        clock,
+                        client_id=client_id,
+                        invoice_id=ids[0],
+                        line_no=1,
+                        reason="We cancelled this service in March",
+                        raised_by="test",
+                    )
             if story.get("part_paid_on") == day:
                 _pay(s, client_id, ids, share=0.6)
             if story.get("processing", (None,))[0] == day:
@@ -325,9 +340,11 @@ def _autopay(s, client_id: int) -> None:
     from app.core.clock import to_db
 
     with s.store.write() as db:
-        cur = db.execute("INSERT INTO payment_methods (client_id, processor_ref, type, brand, last4, exp_month, "
-                         "exp_year, is_default, created_at) VALUES (?, ?, 'card', 'visa', '4242', 12, 2031, 1, ?)",
-                         (client_id, f"pm_sim_{client_id}", to_db(s.clock.utc_now())))
+        cur = db.execute(
+            "INSERT INTO payment_methods (client_id, processor_ref, type, brand, last4, exp_month, "
+            "exp_year, is_default, created_at) VALUES (?, ?, 'card', 'visa', '4242', 12, 2031, 1, ?)",
+            (client_id, f"pm_sim_{client_id}", to_db(s.clock.utc_now())),
+        )
         method_id = cur.lastrowid
     set_rule(s.store, s.clock, client_id, enabled=True, payment_method_id=method_id, actor="test")
 
@@ -483,7 +500,9 @@ def test_a_refused_address_is_marked_queued_for_a_person_and_skipped_next_time(t
     controller.start()
     try:
         clock = FrozenClock(_at(date(2026, 4, 10), 10, 0))
-        s = _services(tmp_path, clock, smtp_port=port, extra="[reminders]\nsteps = [0, 1]\nquiet_weekends = false\n")
+        s = _services(
+            tmp_path, clock, smtp_port=port, extra="[reminders]\nsteps = [0, 1]\nquiet_weekends = false\n"
+        )
         make_client(s, billing_email="gone@contoso.example")
         make_invoice(s, "INV-1", total_minor=5000, due_on=date(2026, 4, 10))
         send_reminders.run(s)

@@ -254,7 +254,7 @@ def test_an_off_session_authentication_error_is_handled_like_stripe_sends_it(
 
     report = run_autopay.run(s)
     frozen_clock.advance(timedelta(minutes=10))
-    run_autopay.recover(s)  # re-reading it from Stripe keeps it waiting for the customer
+    run_autopay.resolve_unfinished(s)  # re-reading it from Stripe keeps it waiting for the customer
     _drain(s)
 
     assert report.requires_action == 1
@@ -302,3 +302,30 @@ def test_an_invoice_paid_elsewhere_before_the_retry_is_not_retried(
     assert report.started == 0 and balance(s, inv) == 0
     row = s.store.one("SELECT next_retry_at, closed_reason FROM autopay_attempts")
     assert (row["next_retry_at"], row["closed_reason"]) == (None, "paid otherwise")
+
+
+def test_a_3d_secure_request_nobody_answers_is_cancelled_after_a_week_and_retried(
+    tmp_path, frozen_clock, stripe_double, mail
+):
+    s = engine_services(tmp_path, frozen_clock, stripe_double, mail, extra="\n[autopay]\nretry_days = [9]\n")
+    _acme(s, stripe_double, card=NEEDS_3DS)
+    inv = make_invoice(s, "INV-5951", client_remote_id="acme", total_minor=15_000, due_on=date(2026, 3, 10))
+    assert run_autopay.run(s).requires_action == 1
+    first = s.store.one("SELECT * FROM payments")
+
+    for day in range(11, 18):  # a week of daily runs: still waiting for the customer
+        frozen_clock.set(datetime(2026, 3, day, 15, 0, tzinfo=UTC))
+        assert run_autopay.run(s).started == 0
+    assert s.store.scalar("SELECT status FROM payments") == "requires_action"
+    frozen_clock.set(datetime(2026, 3, 18, 15, 0, tzinfo=UTC))
+    run_autopay.run(s)
+    _drain(s)
+
+    [pi] = intents(stripe_double, payment_token=first["token"])
+    assert pi["status"] == "canceled"  # the old link can no longer take the money
+    assert s.store.scalar("SELECT status FROM payments WHERE id = ?", (first["id"],)) == "failed"
+    assert balance(s, inv) == 15_000
+    [failed] = mails(mail, "did not go through; we will try again on March 19, 2026")
+    assert "not confirmed with the bank within 7 days" in failed.get_body(("plain",)).get_content()
+    frozen_clock.set(datetime(2026, 3, 19, 15, 0, tzinfo=UTC))
+    assert run_autopay.run(s).requires_action == 1  # the retry asks again, with a new link

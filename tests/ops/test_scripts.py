@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = [ROOT / "dev", ROOT / ".ci" / "run", ROOT / "install.sh"]
+SCRIPTS = [ROOT / "dev", ROOT / ".ci" / "run", ROOT / "install.sh", ROOT / "systemd" / "cashloop-launcher.sh",
+           ROOT / "tests" / "ops" / "systemctl_stub.sh"]
 
 
 def test_scripts_are_executable_and_shellcheck_clean():
@@ -51,8 +52,9 @@ def test_install_dry_run_changes_nothing_and_shows_every_step():
         "==> Debian packages",
         "==> system user cashloop",
         "==> directories /var/lib/cashloop",
-        "==> virtualenv /opt/cashloop/.venv",
         "==> configuration /etc/cashloop/config.toml (mode 0600)",
+        "==> code: /opt/cashloop/releases, /opt/cashloop/current, /usr/local/bin/cashloop",
+        "would build: /opt/cashloop/releases/1",
         "==> systemd unit /etc/systemd/system/cashloop.service",
         "systemctl daemon-reload",
     ):
@@ -61,6 +63,8 @@ def test_install_dry_run_changes_nothing_and_shows_every_step():
     assert [p.exists() for p in watched] == before
 
 
-def test_install_refuses_unknown_options():
+def test_install_refuses_unknown_options_and_a_purge_without_uninstall():
     result = subprocess.run([str(ROOT / "install.sh"), "--bogus"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 1 and "unknown option: --bogus" in result.stderr
+    purge = subprocess.run([str(ROOT / "install.sh"), "--purge"], capture_output=True, text=True, timeout=30)
+    assert purge.returncode == 1 and "--purge goes with --uninstall" in purge.stderr

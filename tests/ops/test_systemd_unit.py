@@ -29,7 +29,7 @@ def checkable_unit(tmp_path) -> Path:
     /opt/cashloop only exists on an installed appliance. Everything else stays byte-identical.
     """
     text = UNIT.read_text()
-    exec_start = "ExecStart=/opt/cashloop/.venv/bin/cashloop "
+    exec_start = "ExecStart=/opt/cashloop/current/bin/cashloop "
     assert text.count(exec_start) == 1
     path = tmp_path / "cashloop.service"
     path.write_text(text.replace(exec_start, "ExecStart=/usr/bin/env cashloop "))
@@ -68,7 +68,7 @@ def test_serve_runs_one_threaded_gunicorn_worker(tmp_path):
 
 def test_unit_runs_cashloop_serve_as_cashloop_with_its_config():
     text = UNIT.read_text()
-    assert "ExecStart=/opt/cashloop/.venv/bin/cashloop serve --config /etc/cashloop/config.toml\n" in text
+    assert "ExecStart=/opt/cashloop/current/bin/cashloop serve --config /etc/cashloop/config.toml\n" in text
     for line in (
         "User=cashloop",
         "Restart=on-failure",
@@ -81,3 +81,25 @@ def test_unit_runs_cashloop_serve_as_cashloop_with_its_config():
         "SystemCallFilter=@system-service",
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.MULTILINE), line
+
+
+def test_the_credentials_drop_in_install_sh_writes_passes_verify_too(checkable_unit):
+    # What install.sh puts in cashloop.service.d/10-credentials.conf, checked as part of the unit.
+    line = "LoadCredential=stripe_secret_key:/etc/cashloop/credentials/stripe_secret_key\n"
+    text = checkable_unit.read_text().replace("[Service]\n", "[Service]\n" + line)
+    checkable_unit.write_text(text)
+    result = subprocess.run(
+        [systemd_analyze(), "verify", str(checkable_unit)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    install = (ROOT / "install.sh").read_text()
+    assert "printf 'LoadCredential=%s:%s\\n' \"$name\" \"$file\"" in install
+
+
+def test_restart_is_not_retried_for_failures_a_restart_cannot_fix():
+    text = UNIT.read_text()
+    assert re.search(r"^RestartPreventExitStatus=2 4 5$", text, re.MULTILINE)
+    assert re.search(r"^TimeoutStopSec=60$", text, re.MULTILINE)
+    from app.server import GRACEFUL_TIMEOUT_SECONDS
+
+    assert GRACEFUL_TIMEOUT_SECONDS < 60  # gunicorn's graceful stop ends before systemd's SIGKILL

@@ -18,8 +18,10 @@ from app.jobs import run_autopay
 from tests.autopay_world import enable, engine_services, saved_bank, saved_card, stripe_client
 from tests.factories import make_client, make_invoice
 
-SPEC = Path(os.environ.get("CASHLOOP_SPECS") or Path(__file__).resolve().parents[1] / "specs") / \
-    "stripe-extension-subset.json"
+SPEC = (
+    Path(os.environ.get("CASHLOOP_SPECS") or Path(__file__).resolve().parents[1] / "specs")
+    / "stripe-extension-subset.json"
+)
 LIBRARY_KEY = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -29,10 +31,15 @@ def _schema(name: str) -> dict:
 
 def _paid_card(double):
     c = stripe_client(double)
-    pm = c.v1.payment_methods.create(params={"type": "card", "card": {
-        "number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}})
-    pi = c.v1.payment_intents.create(params={"amount": 5_000, "currency": "usd", "payment_method": pm.id,
-                                             "confirm": True})
+    pm = c.v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"},
+        }
+    )
+    pi = c.v1.payment_intents.create(
+        params={"amount": 5_000, "currency": "usd", "payment_method": pm.id, "confirm": True}
+    )
     return pi, pi.latest_charge if isinstance(pi.latest_charge, str) else pi.latest_charge.id
 
 
@@ -46,17 +53,25 @@ def test_the_extensions_objects_carry_what_the_spec_requires(stripe_ext):
     missing = [k for k in _schema("dispute")["required"] if k not in dispute]
     assert missing == []
     assert dispute["status"] in _schema("dispute")["properties"]["status"]["enum"]
-    bank = c.v1.payment_methods.create(params={
-        "type": "us_bank_account", "billing_details": {"name": "AP"},
-        "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000"}}).to_dict()
+    bank = c.v1.payment_methods.create(
+        params={
+            "type": "us_bank_account",
+            "billing_details": {"name": "AP"},
+            "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000"},
+        }
+    ).to_dict()
     assert set(bank["us_bank_account"]) <= set(_schema("payment_method_us_bank_account")["properties"])
     assert bank["type"] in _schema("payment_method")["properties"]["type"]["enum"]
     with pytest.raises(stripe.InvalidRequestError) as err:
         c.v1.refunds.create(params={"charge": charge, "amount": 100})
     assert err.value.code == "charge_disputed"
     with pytest.raises(stripe.InvalidRequestError, match="billing_details"):
-        c.v1.payment_methods.create(params={"type": "us_bank_account", "us_bank_account": {
-            "account_number": "000123456789", "routing_number": "110000000"}})
+        c.v1.payment_methods.create(
+            params={
+                "type": "us_bank_account",
+                "us_bank_account": {"account_number": "000123456789", "routing_number": "110000000"},
+            }
+        )
 
 
 def test_with_idempotency_on_a_repeated_key_replays_and_a_changed_request_is_refused(stripe_ext):
@@ -69,8 +84,9 @@ def test_with_idempotency_on_a_repeated_key_replays_and_a_changed_request_is_ref
         c.v1.customers.create(params={"name": "Twice"}, options={"idempotency_key": "v1-test-once"})
 
 
-def test_every_stripe_write_cashloop_makes_carries_a_derived_idempotency_key(tmp_path, frozen_clock, stripe_ext,
-                                                                            mail):
+def test_every_stripe_write_cashloop_makes_carries_a_derived_idempotency_key(
+    tmp_path, frozen_clock, stripe_ext, mail
+):
     double = stripe_ext.double
     s = engine_services(tmp_path, frozen_clock, double, mail)
     card_client = make_client(s, "k1", "Keyed Card Co")

@@ -393,3 +393,14 @@ def test_the_fake_refuses_api_calls_outside_the_users_zone(fake: AutotaskFake) -
     fake.allow_violations = True
     resp = requests.post(fake.discovery_url + "/V1.0/Invoices/query", json={}, timeout=5)
     assert resp.status_code == 400 and "is not on the API user's zone" in fake.violations[0]
+
+
+def test_a_query_whose_answer_is_late_is_asked_again(fake: AutotaskFake) -> None:
+    seed(fake, 2)
+    sleeps: list[float] = []
+    at = Autotask(
+        settings(fake, zone_url=fake.zone_url), HttpClient(timeout=0.5, sleep=sleeps.append), FrozenClock(T0)
+    )
+    fake._server.stall_next(1.5)  # the first query (a POST) times out; a query is a read, so it is repeated
+    pages = list(at.invoices(None))
+    assert [i.number for p in pages for i in p.items] == ["AT-0000", "AT-0001"] and sleeps == [1.0]

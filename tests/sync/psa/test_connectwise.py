@@ -613,7 +613,9 @@ def test_a_down_payment_applied_becomes_a_negative_line_and_the_lines_still_sum(
 
 
 def test_a_negative_invoice_of_any_type_is_a_credit() -> None:
-    raw = invoice(type="Standard", total=-50.0, subtotal=-50.0, salesTax=0, serviceTotal=-50.0, productTotal=0)
+    raw = invoice(
+        type="Standard", total=-50.0, subtotal=-50.0, salesTax=0, serviceTotal=-50.0, productTotal=0
+    )
     assert invoice_from_api(raw).kind == "credit_memo"
 
 
