@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 
-from app.core.clock import Clock, parse_vendor_date, parse_vendor_time
+from app.core.clock import Clock
 from app.core.money import MoneyError, check_currency
 from sync import sweep
 from sync.base import (
@@ -36,6 +36,7 @@ from sync.base import (
 from sync.http import HttpClient
 from sync.psa.amounts import exact_minor, rounded_minor, settle
 from sync.psa.connectwise import map_or_reject, parse_quantity, split_names
+from sync.psa.fields import optional_time, required_date
 
 if TYPE_CHECKING:
     from app.config import AutotaskSettings
@@ -74,7 +75,7 @@ def company_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRule
         name=name,
         identifier=_text(raw.get("companyNumber")),
         parent_remote_id=_ref(raw.get("parentCompanyID")),
-        updated_at=_time(raw.get("lastTrackedModifiedDateTime")),
+        updated_at=optional_time(raw.get("lastTrackedModifiedDateTime")),
         raw=raw,
     )
 
@@ -95,7 +96,7 @@ def contact_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRule
         is_billing=title in rules.billing_titles
         or (rules.primary_is_billing and raw.get("primaryContact") is True),
         is_active=raw.get("isActive") in (1, True),
-        updated_at=_time(raw.get("lastModifiedDate")),
+        updated_at=optional_time(raw.get("lastModifiedDate")),
         raw=raw,
     )
 
@@ -130,8 +131,8 @@ def invoice_from_api(
     except MoneyError:
         problems.append(f"unknown currency {code!r}")
         code = ""
-    issued_on = _date(raw, "invoiceDateTime", problems)
-    due_on = _date(raw, "dueDate", problems)
+    issued_on = required_date(raw, "invoiceDateTime", problems)
+    due_on = required_date(raw, "dueDate", problems)
     total = tax = 0
     lines: tuple[RemoteLine, ...] = ()
     if code:
@@ -164,7 +165,7 @@ def invoice_from_api(
         project=refs["project"],
         ticket=refs["ticket"],
         description=_text(raw.get("comments")),
-        updated_at=max((t for t in (_time(raw.get(f)) for f in _INVOICE_CHANGES) if t), default=None),
+        updated_at=max((t for t in (optional_time(raw.get(f)) for f in _INVOICE_CHANGES) if t), default=None),
         raw={"invoice": dict(raw), "billingItems": [dict(i) for i in items]},
     )
 
@@ -281,27 +282,6 @@ def _text(value: Any) -> str | None:
     return text or None
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_vendor_time(value).astimezone(UTC)
-    except ValueError:
-        return None
-
-
-def _date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
-    value = raw.get(key)
-    if value in (None, ""):
-        problems.append(f"missing {key}")
-        return None
-    try:
-        return parse_vendor_date(str(value))
-    except ValueError:
-        problems.append(f"unparseable {key} {value!r}")
-        return None
-
-
 # ---- transport ---------------------------------------------------------------------------------
 
 
@@ -411,7 +391,7 @@ class Autotask:
             for raw in records:
                 if isinstance(raw, dict):
                     for name in changed:
-                        newest = sweep.newer(newest, _time(raw.get(name)), now)
+                        newest = sweep.newer(newest, optional_time(raw.get(name)), now)
             items = mapper(records)
             if is_last:
                 yield Page(items, state.final_cursor(newest))

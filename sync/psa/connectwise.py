@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 
-from app.core.clock import Clock, parse_vendor_date, parse_vendor_time
+from app.core.clock import Clock, parse_vendor_time
 from app.core.money import Money, MoneyError, check_currency
 from sync import sweep
 from sync.base import (
@@ -34,6 +34,7 @@ from sync.base import (
 )
 from sync.http import HttpClient
 from sync.psa.amounts import exact_minor
+from sync.psa.fields import optional_time, required_date
 
 if TYPE_CHECKING:
     from app.config import ConnectWiseSettings
@@ -148,8 +149,8 @@ def invoice_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
     if company_id is None:
         problems.append("missing company")
     currency = _currency(raw, rules, problems)
-    issued_on = _date(raw, "date", problems)
-    due_on = _date(raw, "dueDate", problems)
+    issued_on = required_date(raw, "date", problems)
+    due_on = required_date(raw, "dueDate", problems)
     amounts: dict[str, int] = {}
     if currency:
         if raw.get("total") is None:
@@ -306,13 +307,7 @@ def check_lines_sum(lines: tuple[RemoteLine, ...], subtotal_minor: int, currency
 def last_updated(raw: Mapping[str, Any]) -> datetime | None:
     """`_info.lastUpdated` as an aware datetime; None when absent or unparseable (it is advisory)."""
     info = raw.get("_info")
-    value = info.get("lastUpdated") if isinstance(info, dict) else None
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_vendor_time(value).astimezone(UTC)
-    except ValueError:
-        return None
+    return optional_time(info.get("lastUpdated") if isinstance(info, dict) else None)
 
 
 def format_cursor(when: datetime) -> str:
@@ -484,18 +479,6 @@ def _currency(raw: Mapping[str, Any], rules: MappingRules, problems: list[str]) 
         return check_currency(code)
     except MoneyError:
         problems.append(f"unknown currency {code!r}")
-        return None
-
-
-def _date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
-    value = raw.get(key)
-    if _blank(value):
-        problems.append(f"missing {key}")
-        return None
-    try:
-        return parse_vendor_date(str(value))
-    except ValueError:
-        problems.append(f"unparseable {key} {value!r}")
         return None
 
 

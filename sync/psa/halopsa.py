@@ -16,13 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 
-from app.core.clock import Clock, parse_vendor_date, parse_vendor_time
+from app.core.clock import Clock
 from app.core.money import Money, MoneyError, check_currency
 from sync import sweep
 from sync.base import (
@@ -39,6 +39,7 @@ from sync.base import (
 from sync.http import HttpClient
 from sync.psa.amounts import exact_minor, rounded_minor, settle
 from sync.psa.connectwise import json_bytes, map_or_reject, parse_quantity
+from sync.psa.fields import optional_time, required_date
 
 if TYPE_CHECKING:
     from app.config import HaloPsaSettings
@@ -137,8 +138,8 @@ def invoice_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> 
     except MoneyError:
         problems.append(f"unknown currency {code!r}")
         code = ""
-    issued_on = _date(raw, "invoice_date", problems)
-    due_on = _date(raw, "duedate", problems)
+    issued_on = required_date(raw, "invoice_date", problems)
+    due_on = required_date(raw, "duedate", problems)
     total = tax = paid = 0
     lines: tuple[RemoteLine, ...] = ()
     if code:
@@ -179,7 +180,7 @@ def invoice_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> 
         agreement=(_text(raw.get("contract_ref")) or f"Contract {contract}") if contract else None,
         ticket=" ".join(p for p in (f"#{ticket}", _text(raw.get("ticket_summary"))) if p) if ticket else None,
         description=_text(raw.get("reference")) or _text(raw.get("notes_1")),
-        updated_at=_time(raw.get("last_modified")),
+        updated_at=optional_time(raw.get("last_modified")),
         raw=raw,
     )
 
@@ -291,27 +292,6 @@ def _email(value: Any) -> str | None:
     return text if text and "@" in text and " " not in text and "," not in text and ";" not in text else None
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return parse_vendor_time(value).astimezone(UTC)
-    except ValueError:
-        return None
-
-
-def _date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
-    value = raw.get(key)
-    if value in (None, ""):
-        problems.append(f"missing {key}")
-        return None
-    try:
-        return parse_vendor_date(str(value))
-    except ValueError:
-        problems.append(f"unparseable {key} {value!r}")
-        return None
-
-
 # ---- transport ---------------------------------------------------------------------------------
 
 
@@ -397,7 +377,7 @@ class HaloPsa:
         now = self._clock.utc_now()
         params = {"includelines": "true", "order": "last_modified", "orderdesc": "true"}
         for records, _, is_last in self._list("/Invoice", "invoices", params):
-            times = [_time(r.get("last_modified")) if isinstance(r, dict) else None for r in records]
+            times = [optional_time(r.get("last_modified")) if isinstance(r, dict) else None for r in records]
             for when in times:
                 newest = sweep.newer(newest, when, now)
             items = [map_or_reject("invoice", invoice_from_api, raw, self._rules) for raw in records]
@@ -479,7 +459,7 @@ class HaloPsa:
             if changed:
                 for raw in fresh:
                     newest = sweep.newer(
-                        newest, _time(raw.get(changed)) if isinstance(raw, dict) else None, now
+                        newest, optional_time(raw.get(changed)) if isinstance(raw, dict) else None, now
                     )
             items = [mapper(raw) for raw in fresh]
             if is_last:

@@ -1,0 +1,32 @@
+"""Vendor timestamps and dates as every PSA mapping reads them, with the reasons quarantine shows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from app.core.clock import parse_vendor_date, parse_vendor_time
+
+
+def optional_time(value: Any) -> datetime | None:
+    """An aware UTC instant, or None when absent or unparseable (change stamps are advisory)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_vendor_time(value).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def required_date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date | None:
+    """The calendar date in `raw[key]`; a missing or unparseable one is added to `problems`."""
+    value = raw.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        problems.append(f"missing {key}")
+        return None
+    try:
+        return parse_vendor_date(str(value))
+    except ValueError:
+        problems.append(f"unparseable {key} {value!r}")
+        return None
