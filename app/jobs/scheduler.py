@@ -231,6 +231,8 @@ def stop(sched: Scheduler | None) -> None:
         return
     stop_flag.request()
     sched._stopped.set()
+    if sched._waiter is not None:  # it may be starting the schedules this very moment: let it finish
+        sched._waiter.join()
     if sched.apscheduler.running:
         sched.apscheduler.shutdown(wait=True)
     if sched.lock is not None:

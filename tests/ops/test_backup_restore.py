@@ -302,10 +302,13 @@ def _config_file(tmp_path: Path) -> Path:
 
 def test_the_restore_command_refuses_while_the_service_runs_and_restores_once_it_is_stopped(tmp_path):
     config = _config_file(tmp_path)
+    missing = _cashloop("backup", "--config", str(config))
+    assert missing.returncode == 1 and "no database at" in missing.stderr  # and none was created
+    assert not (tmp_path / "cashloop.db").exists()
+    services = build_services(make_config(tmp_path), clock=SystemClock())
     made = _cashloop("backup", "--config", str(config))
     assert made.returncode == 0, made.stderr
     backup_file = Path(made.stdout.split("backup: ")[1].split(";")[0])
-    services = build_services(make_config(tmp_path), clock=SystemClock())
     make_client(services)
     make_invoice(services, "INV-AFTER")
     with job_lock(services):  # what the running service holds
