@@ -1,7 +1,7 @@
 """A ConnectWise PSA REST 3.0 fake on loopback that checks every request against the shared spec.
 
 State lives in Python lists (add_company / add_contact / add_invoice). Every request is checked
-against ../shared/specs/connectwise-psa-subset.json: the operation must exist, query parameters must
+against tests/specs/connectwise-psa-subset.json: the operation must exist, query parameters must
 be declared (or be a documented query convention on a GET), clientId / Basic `company+public` /
 versioned Accept headers must be present, and request bodies must fit the schema. A violation is
 appended to `fake.violations` and answered 400 with a CW-style error body, so tests assert

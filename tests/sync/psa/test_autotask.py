@@ -24,8 +24,8 @@ T0 = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
 
 
 def vendor_fixture(name: str) -> dict[str, Any]:
-    """A record from the django-autotask fixtures copied into ../shared/fixtures/vendor/autotask."""
-    path = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "vendor" / "autotask" / name
+    """A record from the vendor-shaped Autotask fixtures in tests/fixtures/autotask."""
+    path = Path(__file__).resolve().parents[2] / "fixtures" / "autotask" / name
     return json.loads(path.read_text(encoding="utf-8"))["data"]["items"][0]
 
 

@@ -1,4 +1,4 @@
-"""HaloPSA: pure mapping on vendor-shaped records (../shared/fixtures/vendor/halopsa), then the real
+"""HaloPSA: pure mapping on vendor-shaped records (tests/fixtures/halopsa), then the real
 connector over loopback HTTP against the spec-checking fake (tests/fakes/halopsa.py): OAuth2 tokens,
 paging, incremental sweeps, payments written back once."""
 
@@ -28,14 +28,7 @@ from sync.psa.halopsa import (
 from tests.fakes.halopsa import HaloFake, halo_time
 
 T0 = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
-EXAMPLES = (
-    Path(__file__).resolve().parents[4]
-    / "shared"
-    / "fixtures"
-    / "vendor"
-    / "halopsa"
-    / "requests_examples.json"
-)
+EXAMPLES = Path(__file__).resolve().parents[2] / "fixtures" / "halopsa" / "requests_examples.json"
 
 
 def example_invoice() -> dict[str, Any]:
