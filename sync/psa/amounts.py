@@ -9,10 +9,11 @@ subtotal exactly; a remainder larger than a minor unit per line is a wrong invoi
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from app.core.money import Money, exponent
+from app.core.money import Money, MoneyError, exponent
 from sync.base import RecordError, RemoteLine
 
 
@@ -73,3 +74,15 @@ def settle(
         return tuple(lines), None
     money = lambda minor: Money(minor, currency).to_decimal()  # noqa: E731 - local formatting only
     return tuple(lines), f"lines sum to {money(total)} but subtotal is {money(subtotal_minor)}"
+
+
+def field_minor(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:
+    """`raw[key]` exactly in minor units; 0 when absent, and a problem noted when it is not exact."""
+    value = raw.get(key)
+    if value is None:
+        return 0
+    try:
+        return exact_minor(value, currency)
+    except MoneyError as exc:
+        problems.append(f"{key}: {exc}")
+        return 0

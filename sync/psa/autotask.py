@@ -34,9 +34,9 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
-from sync.psa.amounts import exact_minor, rounded_minor, settle
+from sync.psa.amounts import field_minor, rounded_minor, settle
 from sync.psa.connectwise import map_or_reject, parse_quantity, split_names
-from sync.psa.fields import optional_time, required_date
+from sync.psa.fields import optional_time, required_date, text_or_none
 
 if TYPE_CHECKING:
     from app.config import AutotaskSettings
@@ -67,13 +67,13 @@ class AutotaskRules:
 
 def company_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRules()) -> RemoteCompany:
     """One Companies record; raises RecordError (missing id or companyName)."""
-    name = _text(raw.get("companyName"))
+    name = text_or_none(raw.get("companyName"))
     if not name:
         raise RecordError("missing companyName")
     return RemoteCompany(
         remote_id=_id(raw),
         name=name,
-        identifier=_text(raw.get("companyNumber")),
+        identifier=text_or_none(raw.get("companyNumber")),
         parent_remote_id=_ref(raw.get("parentCompanyID")),
         updated_at=optional_time(raw.get("lastTrackedModifiedDateTime")),
         raw=raw,
@@ -85,14 +85,14 @@ def contact_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRule
     company = _ref(raw.get("companyID"))
     if company is None:
         raise RecordError("missing companyID")
-    title = (_text(raw.get("title")) or "").lower()
-    email = _text(raw.get("emailAddress"))
+    title = (text_or_none(raw.get("title")) or "").lower()
+    email = text_or_none(raw.get("emailAddress"))
     return RemoteContact(
         remote_id=_id(raw),
         company_remote_id=company,
         email=email if email and "@" in email else None,
-        first_name=_text(raw.get("firstName")) or "",
-        last_name=_text(raw.get("lastName")) or "",
+        first_name=text_or_none(raw.get("firstName")) or "",
+        last_name=text_or_none(raw.get("lastName")) or "",
         is_billing=title in rules.billing_titles
         or (rules.primary_is_billing and raw.get("primaryContact") is True),
         is_active=raw.get("isActive") in (1, True),
@@ -119,7 +119,7 @@ def invoice_from_api(
     """
     problems: list[str] = []
     remote_id = _id(raw)
-    number = _text(raw.get("invoiceNumber"))
+    number = text_or_none(raw.get("invoiceNumber"))
     if not number:
         problems.append("missing invoiceNumber")
     company = _ref(raw.get("companyID"))
@@ -136,8 +136,8 @@ def invoice_from_api(
     total = tax = 0
     lines: tuple[RemoteLine, ...] = ()
     if code:
-        total = _exact(raw, "invoiceTotal", code, problems)
-        tax = _exact(raw, "totalTaxValue", code, problems)
+        total = field_minor(raw, "invoiceTotal", code, problems)
+        tax = field_minor(raw, "totalTaxValue", code, problems)
         if raw.get("invoiceTotal") is None:
             problems.append("missing invoiceTotal")
         elif not problems:
@@ -164,7 +164,7 @@ def invoice_from_api(
         agreement=refs["agreement"],
         project=refs["project"],
         ticket=refs["ticket"],
-        description=_text(raw.get("comments")),
+        description=text_or_none(raw.get("comments")),
         updated_at=max((t for t in (optional_time(raw.get(f)) for f in _INVOICE_CHANGES) if t), default=None),
         raw={"invoice": dict(raw), "billingItems": [dict(i) for i in items]},
     )
@@ -215,7 +215,7 @@ def _lines(
         sorted(items, key=lambda i: (i.get("itemDate") or "", i.get("id") or 0)), start=1
     ):
         where = f"billing item {item.get('id', n)}"
-        desc = _text(item.get("itemName")) or _text(item.get("description"))
+        desc = text_or_none(item.get("itemName")) or text_or_none(item.get("description"))
         if not desc:
             problems.append(f"{where}: missing itemName")
             continue
@@ -238,7 +238,7 @@ def _lines(
                 agreement=(contracts.get(contract) or f"Contract {contract}") if contract else None,
                 project=f"Project {item['projectID']}" if item.get("projectID") else None,
                 ticket=f"#{item['ticketID']}" if item.get("ticketID") else None,
-                service=_text(item.get("description")) if _text(item.get("itemName")) else None,
+                service=text_or_none(item.get("description")) if text_or_none(item.get("itemName")) else None,
             )
         )
     if len(problems) > before:
@@ -247,17 +247,6 @@ def _lines(
     if reason:
         problems.append(reason)
     return settled
-
-
-def _exact(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:
-    value = raw.get(key)
-    if value is None:
-        return 0
-    try:
-        return exact_minor(value, currency)
-    except MoneyError as exc:
-        problems.append(f"{key}: {exc}")
-        return 0
 
 
 def _id(raw: Mapping[str, Any]) -> str:
@@ -273,13 +262,6 @@ def _ref(value: Any) -> str | None:
     if isinstance(value, bool) or value in (None, "", 0):
         return None
     return str(value)
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
 
 
 # ---- transport ---------------------------------------------------------------------------------
@@ -503,7 +485,7 @@ class Autotask:
                 "Contracts", [{"op": "in", "field": "id", "value": chunk}], include=["id", "contractName"]
             ):
                 for r in records:
-                    self._contracts[str(r.get("id"))] = _text(r.get("contractName"))
+                    self._contracts[str(r.get("id"))] = text_or_none(r.get("contractName"))
             self._contracts.update({str(i): self._contracts.get(str(i)) for i in chunk})
 
     def _learn_companies(self, ids: set[str | None]) -> None:

@@ -30,3 +30,11 @@ def required_date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date
     except ValueError:
         problems.append(f"unparseable {key} {value!r}")
         return None
+
+
+def text_or_none(value: Any) -> str | None:
+    """A vendor field as trimmed text; None for absent or blank."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None

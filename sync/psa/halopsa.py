@@ -37,9 +37,9 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
-from sync.psa.amounts import exact_minor, rounded_minor, settle
+from sync.psa.amounts import field_minor, rounded_minor, settle
 from sync.psa.connectwise import json_bytes, map_or_reject, parse_quantity
-from sync.psa.fields import optional_time, required_date
+from sync.psa.fields import optional_time, required_date, text_or_none
 
 if TYPE_CHECKING:
     from app.config import HaloPsaSettings
@@ -68,10 +68,12 @@ class HaloRules:
 
 def client_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> RemoteCompany:
     """One /Client record (Halo calls a client an Area); raises RecordError (missing id or name)."""
-    name = _text(raw.get("name"))
+    name = text_or_none(raw.get("name"))
     if not name:
         raise RecordError("missing name")
-    return RemoteCompany(remote_id=_id(raw), name=name, identifier=_text(raw.get("accountsid")), raw=raw)
+    return RemoteCompany(
+        remote_id=_id(raw), name=name, identifier=text_or_none(raw.get("accountsid")), raw=raw
+    )
 
 
 def user_from_api(
@@ -80,10 +82,10 @@ def user_from_api(
     """One /Users record of `client`: billing when it is the client's accounts address."""
     email = _email(raw.get("emailaddress"))
     accounts = _email(client.get("accountsemailaddress"))
-    first = _text(raw.get("firstname"))
-    last = _text(raw.get("surname"))
+    first = text_or_none(raw.get("firstname"))
+    last = text_or_none(raw.get("surname"))
     if first is None and last is None:
-        first, _, last = (_text(raw.get("name")) or "").partition(" ")
+        first, _, last = (text_or_none(raw.get("name")) or "").partition(" ")
     return RemoteContact(
         remote_id=_id(raw),
         company_remote_id=_id(client),
@@ -106,8 +108,8 @@ def accounts_contact(client: Mapping[str, Any]) -> RemoteContact | None:
         remote_id=f"client-{_id(client)}-accounts",
         company_remote_id=_id(client),
         email=email,
-        first_name=_text(client.get("accountsfirstname")) or "",
-        last_name=_text(client.get("accountslastname")) or "",
+        first_name=text_or_none(client.get("accountsfirstname")) or "",
+        last_name=text_or_none(client.get("accountslastname")) or "",
         is_billing=True,
         raw={
             "client_id": client.get("id"),
@@ -126,13 +128,13 @@ def invoice_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> 
     """
     problems: list[str] = []
     remote_id = _id(raw)
-    number = _text(raw.get("invoicenumber")) or _text(raw.get("thirdpartyinvoicenumber"))
+    number = text_or_none(raw.get("invoicenumber")) or text_or_none(raw.get("thirdpartyinvoicenumber"))
     if not number:
         problems.append("missing invoicenumber")
     client = _ref(raw.get("client_id"))
     if client is None:
         problems.append("missing client_id")
-    code = _text(raw.get("currency")) or rules.currency
+    code = text_or_none(raw.get("currency")) or rules.currency
     try:
         code = check_currency(code)
     except MoneyError:
@@ -143,13 +145,13 @@ def invoice_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> 
     total = tax = paid = 0
     lines: tuple[RemoteLine, ...] = ()
     if code:
-        total = _exact(raw, "total", code, problems)
-        tax = _exact(raw, "tax_total", code, problems)
+        total = field_minor(raw, "total", code, problems)
+        tax = field_minor(raw, "tax_total", code, problems)
         due = raw.get("amountdue")
         paid = (
-            total - _exact(raw, "amountdue", code, problems)
+            total - field_minor(raw, "amountdue", code, problems)
             if due is not None
-            else _exact(raw, "amountpaid", code, problems)
+            else field_minor(raw, "amountpaid", code, problems)
         )
         if raw.get("total") is None:
             problems.append("missing total")
@@ -177,9 +179,11 @@ def invoice_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> 
         is_void=raw.get("voided") is True,
         is_approved=(raw.get("posted") is True or not rules.require_posted)
         and not (awaiting and rules.hide_awaiting_approval),
-        agreement=(_text(raw.get("contract_ref")) or f"Contract {contract}") if contract else None,
-        ticket=" ".join(p for p in (f"#{ticket}", _text(raw.get("ticket_summary"))) if p) if ticket else None,
-        description=_text(raw.get("reference")) or _text(raw.get("notes_1")),
+        agreement=(text_or_none(raw.get("contract_ref")) or f"Contract {contract}") if contract else None,
+        ticket=" ".join(p for p in (f"#{ticket}", text_or_none(raw.get("ticket_summary"))) if p)
+        if ticket
+        else None,
+        description=text_or_none(raw.get("reference")) or text_or_none(raw.get("notes_1")),
         updated_at=optional_time(raw.get("last_modified")),
         raw=raw,
     )
@@ -221,7 +225,9 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
             continue
         if item.get("isgroupdesc") is True:
             continue  # a heading row of a line group: no quantity, no amount
-        desc = _text(item.get("item_shortdescription")) or _text(item.get("item_longdescription"))
+        desc = text_or_none(item.get("item_shortdescription")) or text_or_none(
+            item.get("item_longdescription")
+        )
         if not desc:
             problems.append(f"{where}: missing item_shortdescription")
             continue
@@ -243,7 +249,7 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
                 tax_minor=line_tax,
                 agreement=f"Contract {contract}" if contract else None,
                 ticket=f"#{ticket}" if ticket else None,
-                service=_text(item.get("item_code")),
+                service=text_or_none(item.get("item_code")),
             )
         )
     if len(problems) > before:
@@ -252,17 +258,6 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
     if reason:
         problems.append(reason)
     return settled
-
-
-def _exact(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:
-    value = raw.get(key)
-    if value is None:
-        return 0
-    try:
-        return exact_minor(value, currency)
-    except MoneyError as exc:
-        problems.append(f"{key}: {exc}")
-        return 0
 
 
 def _id(raw: Any) -> str:
@@ -280,15 +275,8 @@ def _ref(value: Any) -> str | None:
     return str(value)
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
 def _email(value: Any) -> str | None:
-    text = _text(value)
+    text = text_or_none(value)
     return text if text and "@" in text and " " not in text and "," not in text and ";" not in text else None
 
 
@@ -330,9 +318,7 @@ class HaloPsa:
 
     def contacts(self, cursor: str | None) -> Iterator[Page]:
         """The users of every client (and each client's accounts address), one page per client page."""
-        for clients, _, _ in self._list(
-            "/Client", "clients", {"order": "id", "includeinactive": "true"}
-        ):
+        for clients, _, _ in self._list("/Client", "clients", {"order": "id", "includeinactive": "true"}):
             items: list[Any] = []
             for client in clients:
                 if not isinstance(client, dict) or client.get("id") is None:
