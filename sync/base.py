@@ -185,7 +185,68 @@ class JournalReversal:
     allocations: tuple[tuple[str, int], ...]  # (invoice number, amount_minor reopened or re-applied)
 
 
+@dataclass(frozen=True)
+class DepositLine:
+    """One Stripe balance transaction inside a payout, tied back to what Cashloop booked."""
+
+    kind: Literal["payment", "refund", "dispute", "dispute_won", "adjustment"]
+    processor_ref: str  # Stripe's source object: ch_/py_ (payment), re_ (refund), dp_/du_ (dispute)
+    amount_minor: int  # signed gross: + money in (payment, dispute won), - money out (refund, dispute)
+    fee_minor: int  # Stripe's fee on this item, positive = a cost (a refunded fee is negative)
+    payment_token: str | None = None  # our payment this item belongs to, when known
+    reference: str | None = None  # our refund token or Stripe's dispute id, for reversals
+    client_name: str = ""
+    client_remote_id: str = ""
+    remote_payment_ref: str | None = None  # what push_payment returned for payment_token, if pushed
+
+
+@dataclass(frozen=True)
+class JournalDeposit:
+    """One Stripe payout: the bank line. amount_minor == sum(line.amount_minor) - fee_minor, always."""
+
+    payout_id: str  # po_...
+    arrival_on: date
+    currency: str
+    amount_minor: int  # what reached the bank
+    fee_minor: int  # sum of the lines' fees, booked to the fee expense account
+    lines: tuple[DepositLine, ...]
+
+
+@dataclass(frozen=True)
+class RemoteOpenInvoice:
+    """An invoice as the accounting system sees it, for the tie-out report."""
+
+    number: str
+    customer_name: str
+    currency: str
+    total_minor: int
+    balance_minor: int  # still open in the accounting system
+
+
+@dataclass(frozen=True)
+class RemotePayment:
+    """A payment as the accounting system holds it, for the tie-out report and lookups."""
+
+    remote_id: str
+    reference: str  # our payment token, as we wrote it
+    currency: str
+    amount_minor: int
+    received_on: date
+
+
+class MatchError(ValueError):
+    """The accounting system has no invoice (or several) for a PSA invoice number: a person must look.
+    The outbox entry is parked in the exceptions queue with this message; nothing is guessed."""
+
+
 class AccountingSink(Protocol):
+    """Where payments, reversals and payouts are booked: the CSV/IIF journal, QuickBooks Online, Xero.
+
+    Every push is idempotent by `key`: a retry after a lost response (timeout) finds what the first
+    call created instead of creating another. Raises ConnectorError (retryable or not), MatchError,
+    or AccountingAuthError when the connection needs a person (revoked, never connected).
+    """
+
     kind: str
 
     def push_payment(self, payment: JournalPayment, *, key: str) -> str:
@@ -196,6 +257,30 @@ class AccountingSink(Protocol):
         """Record a refund or dispute (or a won dispute's return); returns the remote reference.
         Idempotent by key."""
         ...
+
+    def push_deposit(self, deposit: JournalDeposit, *, key: str) -> str:
+        """Record one payout as one deposit/transfer into the bank whose total is the payout to the
+        cent, with the fees on their own line(s); returns the remote reference. Idempotent by key."""
+        ...
+
+
+class AccountingReader(Protocol):
+    """Optional sink capability for the tie-out report (`supports_tieout = True`)."""
+
+    supports_tieout: bool
+
+    def open_invoices(self) -> Iterator[RemoteOpenInvoice]:
+        """Every invoice with a balance in the accounting system."""
+        ...
+
+    def payments_between(self, start: date, end: date) -> Iterator[RemotePayment]:
+        """Payments dated start..end (inclusive) that carry a Cashloop reference."""
+        ...
+
+
+class AccountingAuthError(Exception):
+    """The accounting connection needs a person (revoked, expired refresh token, never connected).
+    Outbox entries wait (they are not failed) and the admin sees one clear error."""
 
 
 @dataclass(frozen=True)
