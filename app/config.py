@@ -252,10 +252,66 @@ class JournalSettings:
     path: str = opt("", doc="CSV journal file; empty means <data_dir>/journal.csv.")
 
 
+def _check_match(value: str) -> str | None:
+    if value not in ("number", "number_then_customer"):
+        return "expected \"number\" or \"number_then_customer\""
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuickBooksSettings:
+    client_id: str = opt(doc="Client ID of the Intuit developer app (Keys & credentials).")
+    client_secret: Secret = opt(doc="Client secret of that app.")
+    environment: Literal["production", "sandbox"] = opt(
+        "production", doc="production or sandbox (sandbox-quickbooks.api.intuit.com).")
+    api_base: str = opt("", doc="Full API base up to /v3; overrides environment (tests).")
+    authorize_url: str = opt("https://appcenter.intuit.com/connect/oauth2", doc="OAuth2 consent page.")
+    token_url: str = opt("https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+                         doc="OAuth2 token endpoint.")
+    clearing_account: str = opt(
+        "Undeposited Funds", doc="Account (name) card and ACH payments are deposited to until the payout.")
+    bank_account: str = opt(doc="Bank account (name) Stripe payouts arrive in.")
+    fee_account: str = opt("Stripe fees", doc="Expense account (name) Stripe fees are booked to.")
+    surcharge_account: str = opt("Card surcharge income", doc="Income account (name) for card surcharges.")
+    invoice_match: str = opt(
+        "number", check=_check_match,
+        doc="How a PSA invoice is found: number (DocNumber equals the PSA number) or number_then_customer "
+            "(when the number is not found, the customer's one open invoice of that amount).")
+    number_prefix: str = opt("", doc="Prefix the books add to PSA invoice numbers (e.g. \"CW-\").")
+    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class XeroSettings:
+    client_id: str = opt(doc="Client id of the Xero app (developer.xero.com, My Apps).")
+    client_secret: Secret = opt(doc="Client secret of that app.")
+    api_base: str = opt("https://api.xero.com/api.xro/2.0", doc="Accounting API base.")
+    connections_url: str = opt("https://api.xero.com/connections", doc="Tenant list endpoint.")
+    authorize_url: str = opt("https://login.xero.com/identity/connect/authorize", doc="OAuth2 consent page.")
+    token_url: str = opt("https://identity.xero.com/connect/token", doc="OAuth2 token endpoint.")
+    clearing_account: str = opt(
+        doc="Code of the clearing bank account card and ACH payments go to until the payout.")
+    bank_account: str = opt(doc="Code of the bank account Stripe payouts arrive in.")
+    fee_account: str = opt(doc="Code of the expense account Stripe fees are booked to.")
+    surcharge_account: str = opt(doc="Code of the revenue account card surcharges are booked to.")
+    invoice_match: str = opt(
+        "number", check=_check_match,
+        doc="How a PSA invoice is found: number (InvoiceNumber equals the PSA number) or "
+            "number_then_customer (else the contact's one open invoice of that amount).")
+    number_prefix: str = opt("", doc="Prefix the books add to PSA invoice numbers.")
+    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+
+
 @dataclass(frozen=True, kw_only=True)
 class AccountingSettings:
-    kind: Literal["journal"] = opt("journal", doc="Accounting target: journal (CSV export).")
+    kind: Literal["journal", "quickbooks", "xero"] = opt(
+        "journal", doc="Accounting target: journal (CSV/IIF export), quickbooks (QuickBooks Online) or xero.")
+    token_key_file: str = opt(
+        "", doc="File with the key (Fernet, base64) that encrypts the accounting OAuth tokens at rest; "
+                "empty means <data_dir>/accounting-token.key, created on first connect.")
     journal: JournalSettings = opt(JournalSettings(), doc="Journal export.")
+    quickbooks: QuickBooksSettings | None = opt(None, doc="QuickBooks Online connection.")
+    xero: XeroSettings | None = opt(None, doc="Xero connection.")
 
 
 def _check_optional_decimal(value: str) -> str | None:
