@@ -193,6 +193,7 @@ class DepositLine:
     processor_ref: str  # Stripe's source object: ch_/py_ (payment), re_ (refund), dp_/du_ (dispute)
     amount_minor: int  # signed gross: + money in (payment, dispute won), - money out (refund, dispute)
     fee_minor: int  # Stripe's fee on this item, positive = a cost (a refunded fee is negative)
+    surcharge_minor: int = 0  # card surcharge inside amount_minor (booked as income, not to invoices)
     payment_token: str | None = None  # our payment this item belongs to, when known
     reference: str | None = None  # our refund token or Stripe's dispute id, for reversals
     client_name: str = ""
