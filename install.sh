@@ -179,6 +179,17 @@ install_packages() {
     done
     if ((${#missing[@]})); then
         run apt-get update
+        if ((!dry_run)); then
+            local policy
+            for pkg in "${missing[@]}"; do
+                # Ubuntu ships python3-venv in universe: a server with only main enabled has no candidate.
+                policy=$(apt-cache policy "$pkg" 2>/dev/null || true)
+                if [[ $policy != *"Candidate: "[!\(]* ]]; then
+                    die "package $pkg is not available from this system's apt sources; on Ubuntu enable the" \
+                        "universe component (add-apt-repository universe), then run install.sh again"
+                fi
+            done
+        fi
         run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
     else
         ok "all installed"

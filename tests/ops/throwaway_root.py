@@ -82,8 +82,9 @@ class Session:
 
 
 class ThrowawayRoot:
-    def __init__(self, base: Path, *, copy_of: ThrowawayRoot | None = None) -> None:
+    def __init__(self, base: Path, *, copy_of: ThrowawayRoot | None = None, lower: Path = Path("/")) -> None:
         self.base = base
+        self.lower = copy_of.lower if copy_of is not None else lower
         self.upper = base / "upper"
         self.work = base / "work"
         self.merged = base / "merged"
@@ -99,20 +100,23 @@ class ThrowawayRoot:
         shutil.copy(STUB, stub)
         stub.chmod(0o755)
 
-    def run(self, script: str, *, timeout: float = 900) -> Session:
+    def run(self, script: str, *, timeout: float = 900, binds: tuple[Path, ...] = ()) -> Session:
         if os.geteuid() != 0 or shutil.which("unshare") is None:
             pytest.fail("the throwaway root needs root and unshare (util-linux): run the tests as root")
         session = self.base / "session.sh"
         session.write_text(
             "set -e\n"
             "mount --make-rprivate /\n"
-            f"mount -t overlay overlay -o lowerdir=/,upperdir={self.upper},workdir={self.work} "
+            f"mount -t overlay overlay -o lowerdir={self.lower},upperdir={self.upper},workdir={self.work} "
             f"{self.merged}\n"
             f"mount -t proc proc {self.merged}/proc\n"
             f"mount --rbind /dev {self.merged}/dev\n"
             f"mount -t tmpfs -o mode=0755 tmpfs {self.merged}/run\n"
             f"mkdir -p {self.merged}/run/systemd/system\n"
-            f"exec chroot {self.merged} /bin/bash -c {shlex.quote(script)}\n"
+            # A root of another system (not an overlay of this one) sees the source through a bind.
+            + "".join(f"mkdir -p {self.merged}{p}\nmount --bind {p} {self.merged}{p}\n" for p in binds)
+            + (self._same_network() if str(self.lower) != "/" else "")
+            + f"exec chroot {self.merged} /bin/bash -c {shlex.quote(script)}\n"
         )
         env = {k: v for k, v in os.environ.items() if k.startswith(("PIP_", "LANG", "LC_"))}
         env.update(PATH=PATH, HOME="/root", TERM="dumb", CASHLOOP_HEALTH_TIMEOUT="30")
@@ -124,6 +128,16 @@ class ThrowawayRoot:
         except subprocess.TimeoutExpired as exc:
             pytest.fail(f"a throwaway-root session ran over {timeout} s: {exc.stdout}{exc.stderr}")
         return Session(done.returncode, done.stdout + done.stderr)
+
+    def _same_network(self) -> str:
+        """A root of another system reaches the network as this host does: its resolver and the
+        certificate authorities this host added (a proxy that inspects TLS needs them)."""
+        local_cas = Path("/usr/local/share/ca-certificates")
+        lines = f"cp /etc/resolv.conf {self.merged}/etc/resolv.conf\n"
+        if local_cas.is_dir() and any(local_cas.iterdir()):
+            lines += (f"mkdir -p {self.merged}{local_cas}\ncp -a {local_cas}/. {self.merged}{local_cas}/\n"
+                      f"chroot {self.merged} update-ca-certificates >/dev/null 2>&1\n")
+        return lines
 
     def snapshot_script(self, out: str) -> str:
         return f"/usr/bin/python3 -c {shlex.quote(SNAPSHOT)} {' '.join(WATCHED)} > {out}"
