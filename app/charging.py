@@ -25,6 +25,7 @@ from app.core import faults, payments
 from app.core.autopay_attempts import mark_submitted
 from app.core.clock import from_db
 from app.core.payments import PayItem, PaymentRequestError
+from app.entity_services import for_client
 from app.services import Services
 from sync.base import ConnectorError
 from sync.payments.stripe import AUTHENTICATION_REQUIRED, CardDeclined, IntentState
@@ -92,6 +93,7 @@ def _record_failure(services: Services, pay: Any, intent_id: str | None, message
 
 def _call_stripe(services: Services, pay: Any, timing: StripeTime) -> str:
     """Create and confirm the PaymentIntent of a claimed payment and record the answer."""
+    services = for_client(services, pay["client_id"])  # charged through the client's entity's account
     method = services.store.one(
         "SELECT type FROM payment_methods WHERE processor_ref = ?", (pay["payment_method_ref"],)
     )
@@ -166,6 +168,7 @@ def resolve(
     pay = services.store.one("SELECT * FROM payments WHERE id = ?", (payment_id,))
     if pay is None or pay["status"] in payments.FINAL:
         return pay["status"] if pay else "unknown"
+    services = for_client(services, pay["client_id"])
     if pay["status"] == "pending":
         return submit(services, payment_id, timing=timing)
     if (services.clock.utc_now() - from_db(pay["updated_at"])).total_seconds() < min_age_seconds:
@@ -192,6 +195,7 @@ def give_up_waiting(
     pay = services.store.one("SELECT * FROM payments WHERE id = ?", (payment_id,))
     if pay["status"] != "requires_action" or not pay["processor_ref"]:
         return str(pay["status"])
+    services = for_client(services, pay["client_id"])
     try:
         timing.timed(services.gateway.cancel_intent, pay["processor_ref"], key=f"cancel-{pay['idem_key']}")
     except ConnectorError as exc:
@@ -232,5 +236,6 @@ def pay_with_saved_method(
         method="ach" if method["type"] == "us_bank_account" else "card",
         surcharge_minor=surcharge_minor,
         payment_method_ref=payment_method_ref,
+        approval_threshold=services.config.portal.approval_threshold,
     )
     return plan.token, submit(services, plan.payment_id)

@@ -20,6 +20,7 @@ from app.core.audit import audit
 from app.core.clock import from_db, to_db
 from app.core.keys import derive_key
 from app.core.payments import PayItem, PaymentRequestError
+from app.entity_services import for_client, owns_client
 from app.services import Services
 from sync.base import ConnectorError
 from sync.payments.stripe import CardDeclined, IntentState
@@ -35,6 +36,8 @@ class SavedMethodView:
     exp_month: int | None
     exp_year: int | None
     is_default: bool
+    type: str = "card"
+    bank_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,8 @@ class Checkout:
     saved_methods: list[SavedMethodView] = field(default_factory=list)
     lines: list[tuple[str, int]] = field(default_factory=list)
     status: str = "pending"
+    method: str = "card"  # card | ach: what the pay page chose; the SetupIntent is of that type
+    surcharge_minor: int = 0  # included in amount_minor, never allocated
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,15 @@ class ConfirmResult:
     redirect: str
 
 
-def _customer(services: Services, client_id: int, login_email: str | None) -> str:
+# Stripe's payment method type for each payments.method the portal takes.
+METHOD_TYPES = {"card": "card", "ach": "us_bank_account"}
+
+
+def stripe_customer(services: Services, client_id: int, login_email: str | None) -> str:
+    """The client's Stripe customer id, created at Stripe on first use (a call the person waits for).
+
+    Raises PaymentRequestError (no such client) or ConnectorError (Stripe unreachable)."""
+    services = for_client(services, client_id)
     store = services.store
     client = store.one("SELECT id, token, name, stripe_customer_id FROM clients WHERE id = ?", (client_id,))
     if client is None:
@@ -87,34 +100,68 @@ def _customer(services: Services, client_id: int, login_email: str | None) -> st
         )
 
 
-def _saved_methods(services: Services, client_id: int) -> list[SavedMethodView]:
+_customer = stripe_customer  # the older private name
+
+
+def _saved_methods(services: Services, client_id: int, method: str = "card") -> list[SavedMethodView]:
     rows = services.store.all(
-        "SELECT processor_ref, brand, last4, exp_month, exp_year, is_default FROM payment_methods "
-        "WHERE client_id = ? AND removed_at IS NULL AND type = 'card' ORDER BY is_default DESC, id",
-        (client_id,),
+        "SELECT processor_ref, type, brand, last4, exp_month, exp_year, bank_name, is_default "
+        "FROM payment_methods WHERE client_id = ? AND removed_at IS NULL AND type = ? "
+        "ORDER BY is_default DESC, id",
+        (client_id, METHOD_TYPES.get(method, "card")),
     )
     return [
         SavedMethodView(
-            r["processor_ref"], r["brand"], r["last4"], r["exp_month"], r["exp_year"], bool(r["is_default"])
+            r["processor_ref"], r["brand"], r["last4"], r["exp_month"], r["exp_year"], bool(r["is_default"]),
+            r["type"], r["bank_name"],
         )
         for r in rows
     ]
 
 
+def setup_intent(
+    services: Services, *, client_id: int, login_email: str | None, method: str, key: str
+) -> str:
+    """A SetupIntent's client secret for collecting a new card or bank account (`method` card or ach)
+    in the browser. Raises PaymentRequestError or ConnectorError."""
+    services = for_client(services, client_id)
+    if method not in METHOD_TYPES:
+        raise PaymentRequestError("Choose how to pay: card or bank account.")
+    customer_id = stripe_customer(services, client_id, login_email)
+    _, secret = services.gateway.create_setup_intent(customer_id, key=key, method_type=METHOD_TYPES[method])
+    return secret
+
+
 def begin_checkout(
-    services: Services, *, client_id: int, login_email: str, items: list[tuple[str, int]]
+    services: Services,
+    *,
+    client_id: int,
+    login_email: str,
+    items: list[tuple[str, int]],
+    method: str = "card",
+    for_children: bool = False,
 ) -> Checkout:
     """Reserve nothing yet: write a pending payment for (invoice token, amount) pairs and a SetupIntent.
 
+    `method` is card or ach; a card payment carries the card surcharge of app.core.surcharge (the
+    rule autopay uses), worked out here from the amounts, never taken from the page.
+    With `for_children` the invoices may also be those of the companies below the client (one
+    payment of the parent for its children; see app.core.client_tree).
     Raises PaymentRequestError (message for the person) or ConnectorError (Stripe unreachable).
     """
+    from app.core import client_tree, surcharge
+
+    if method not in METHOD_TYPES:
+        raise PaymentRequestError("Choose how to pay: card or bank account.")
+    services = for_client(services, client_id)
     store, cfg = services.store, services.config
     tokens = [t for t, _ in items]
+    owners = client_tree.payable_family(store.db, client_id) if for_children else [client_id]
     rows = (
         store.all(
-            "SELECT id, token FROM invoices WHERE client_id = ? AND token IN "
+            f"SELECT id, token FROM invoices WHERE client_id IN ({','.join('?' * len(owners))}) AND token IN "
             f"({','.join('?' * len(tokens))})",
-            (client_id, *tokens),
+            (*owners, *tokens),
         )
         if tokens
         else []
@@ -122,6 +169,13 @@ def begin_checkout(
     by_token = {r["token"]: r["id"] for r in rows}
     if len(by_token) != len(set(tokens)):
         raise PaymentRequestError("One of the invoices is not available for payment.")
+    currency = store.scalar(
+        "SELECT currency FROM invoices WHERE id = ?", (by_token[tokens[0]],)
+    ) if tokens else cfg.entity.currency
+    surcharge_minor = surcharge.surcharge_for(
+        cfg.surcharge, amount_minor=sum(a for _, a in items), currency=currency, method=method,
+        region=surcharge.client_region(store.db, client_id),
+    )
     plan = payments.start_payment(
         store,
         services.clock,
@@ -130,6 +184,10 @@ def begin_checkout(
         initiated_by=f"login:{login_email}",
         allow_partial=cfg.portal.allow_partial_payments,
         minimum_partial=cfg.portal.minimum_partial_payment,
+        method=method,
+        surcharge_minor=surcharge_minor,
+        approval_threshold=cfg.portal.approval_threshold,
+        for_children=for_children,
     )
     # The checkout page (a GET the browser is sent to next) makes the SetupIntent.
     return checkout_view(services, client_id=client_id, payment_token=plan.token, login_email=login_email,
@@ -139,12 +197,14 @@ def begin_checkout(
 def checkout_view(services: Services, *, client_id: int, payment_token: str, login_email: str,
                   with_setup: bool = True) -> Checkout:
     """The checkout page's data for an existing pending payment (a reload makes a fresh SetupIntent)."""
+    services = for_client(services, client_id)
     pay = _payment(services, client_id, payment_token)
+    method = pay["method"] if pay["method"] in METHOD_TYPES else "card"
     setup_secret = ""
     if with_setup and pay["status"] == "pending":
-        customer_id = _customer(services, client_id, login_email)
-        _, setup_secret = services.gateway.create_setup_intent(
-            customer_id, key=derive_key("setup", payment=pay["id"], at=services.clock.utc_now().isoformat())
+        setup_secret = setup_intent(
+            services, client_id=client_id, login_email=login_email, method=method,
+            key=derive_key("setup", payment=pay["id"], at=services.clock.utc_now().isoformat()),
         )
     lines = _lines(services, pay["id"])
     return Checkout(
@@ -154,9 +214,11 @@ def checkout_view(services: Services, *, client_id: int, payment_token: str, log
         setup_client_secret=setup_secret,
         publishable_key=services.config.stripe.publishable_key,
         js_url=services.config.stripe.js_url,
-        saved_methods=_saved_methods(services, client_id),
+        saved_methods=_saved_methods(services, client_id, method),
         lines=lines,
         status=pay["status"],
+        method=method,
+        surcharge_minor=int(pay["surcharge_minor"] or 0),
     )
 
 
@@ -196,10 +258,11 @@ def confirm_checkout(
 
     Only the request that claims the payment calls Stripe; a repeat gets the current status.
     """
+    services = for_client(services, client_id)
     store, clock = services.store, services.clock
     pay = _payment(services, client_id, payment_token)
     if not isinstance(payment_method, str) or not payment_method.startswith("pm_"):
-        raise PaymentRequestError("No card was given.")
+        raise PaymentRequestError("No card or bank account was given.")
     saved = store.one("SELECT client_id, removed_at FROM payment_methods WHERE processor_ref = ?",
                       (payment_method,))
     if saved is not None and (saved["client_id"] != client_id or saved["removed_at"]):
@@ -207,13 +270,21 @@ def confirm_checkout(
         raise PaymentRequestError("That card is not available for this company.")
     # A card attached at Stripe to another customer is someone else's, whatever Cashloop knows.
     try:
-        owner = services.gateway.method_customer(payment_method)
+        described = services.gateway.payment_method(payment_method)
     except ConnectorError as exc:
         if exc.retryable:
             raise
         raise PaymentRequestError("That card could not be used. Please enter it again.") from exc
+    owner = described.customer
     if owner is not None and owner != _customer(services, client_id, None):
         raise PaymentRequestError("That card is not available for this company.")
+    if described.type != METHOD_TYPES.get(pay["method"], "card"):
+        # The amount (and its surcharge) was worked out for the method chosen on the pay page.
+        raise PaymentRequestError(
+            "This payment was set up for a bank account; choose one, or start again to pay by card."
+            if pay["method"] == "ach" else
+            "This payment was set up for a card; choose one, or start again to pay by bank account."
+        )
     if not payments.claim_for_submission(store, clock, pay["id"]):
         current = store.one("SELECT status, failure_reason FROM payments WHERE id = ?", (pay["id"],))
         return _result(
@@ -222,6 +293,9 @@ def confirm_checkout(
             message=current["failure_reason"] or "This payment was already submitted.",
         )
     customer_id = _customer(services, client_id, None)
+    # A bank account is always kept: its mandate covers this payment and later ones, and a
+    # processing debit must stay traceable to a method the company can see and remove.
+    save = save or (pay["method"] == "ach" and saved is None)
     numbers = [n for n, _ in _lines(services, pay["id"])]
     metadata = {"payment_token": payment_token, "invoices": ",".join(numbers)[:450]}
     try:
@@ -234,6 +308,7 @@ def confirm_checkout(
             payment_method=payment_method,
             metadata=metadata,
             key=pay["idem_key"],
+            method_type=described.type,
         )
     except CardDeclined as exc:
         if exc.intent_id:
@@ -292,7 +367,7 @@ def _remember_method(services: Services, client_id: int, pm_id: str) -> None:
         ).fetchone()
         db.execute(
             "INSERT INTO payment_methods (client_id, processor_ref, type, brand, last4, exp_month, exp_year, "
-            "is_default, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "bank_name, routing_number, is_default, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (processor_ref) DO NOTHING",
             (
                 client_id,
@@ -302,6 +377,8 @@ def _remember_method(services: Services, client_id: int, pm_id: str) -> None:
                 m.last4,
                 m.exp_month,
                 m.exp_year,
+                m.bank_name,
+                m.routing_number,
                 0 if has_default else 1,
                 to_db(services.clock.utc_now()),
             ),
@@ -312,12 +389,13 @@ def _remember_method(services: Services, client_id: int, pm_id: str) -> None:
             actor=f"client:{client_id}",
             action="payment_method.saved",
             target=m.processor_ref,
-            detail={"brand": m.brand, "last4": m.last4},
+            detail={"type": m.type, "brand": m.brand, "bank_name": m.bank_name, "last4": m.last4},
         )
 
 
 def refresh_payment(services: Services, *, client_id: int, payment_token: str) -> str:
     """Re-read an unfinished payment's PaymentIntent (a return from 3-D Secure); returns the status."""
+    services = for_client(services, client_id)
     pay = _payment(services, client_id, payment_token)
     if (
         pay["status"] in payments.FINAL
@@ -386,8 +464,8 @@ def _dispatch(services: Services, event: dict[str, Any]) -> str:
     pay = services.store.one("SELECT * FROM payments WHERE processor_ref = ?", (obj["id"],))
     if pay is None and token:
         pay = services.store.one("SELECT * FROM payments WHERE token = ?", (token,))
-    if pay is None:
-        return "not ours"
+    if pay is None or not owns_client(services, pay["client_id"]):
+        return "not ours"  # another entity's payment is never touched through this account
     state = services.gateway.retrieve_intent(obj["id"])
     return _apply(services, pay, state).status
 
@@ -407,9 +485,11 @@ def recover_submitted(services: Services, *, older_than_seconds: int = 120, limi
         (limit,),
     )
     resolved = 0
+    base = services
     for pay in rows:
         if (now - from_db(pay["updated_at"])).total_seconds() < older_than_seconds:
             continue
+        services = for_client(base, pay["client_id"])  # asked through the payment's own Stripe account
         try:
             state = (
                 services.gateway.retrieve_intent(pay["processor_ref"])

@@ -294,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     from app import cli_ops
 
     cli_ops.add_commands(sub)  # backup, restore, doctor, healthcheck (app/cli_ops.py)
+    from app import cli_tieout
+
+    cli_tieout.add_commands(sub)  # tieout (app/cli_tieout.py)
     return p
 
 

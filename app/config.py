@@ -63,6 +63,22 @@ def _check_positive(value: int) -> str | None:
     return None if value > 0 else f"must be greater than 0, got {value}"
 
 
+def _check_filled(value: str) -> str | None:
+    return None if value.strip() else "is empty"
+
+
+def _check_optional_url(value: str) -> str | None:
+    return None if value == "" else _check_url(value)
+
+
+def _check_up_to(limit: int) -> Any:
+    # An upper bound keeps a typo (an extra digit or five) from overflowing a date or timer later.
+    def check(value: int) -> str | None:
+        return None if 0 < value <= limit else f"must be 1-{limit}, got {value}"
+
+    return check
+
+
 def _check_color(value: str) -> str | None:
     if re.fullmatch(r"#[0-9a-fA-F]{6}", value):
         return None
@@ -135,6 +151,13 @@ class StripeSettings:
     api_base: str = opt("https://api.stripe.com", check=_check_url, doc="Stripe API base URL.")
     js_url: str = opt("https://js.stripe.com/v3/", check=_check_url, doc="Stripe.js URL.")
     timeout_seconds: int = opt(20, check=_check_positive, doc="Timeout of one Stripe API call.")
+    ach_enabled: bool = opt(
+        False, doc="Offer US bank accounts (ACH Direct Debit); turn on once Stripe has activated it.")
+    payout_reconcile_minutes: int = opt(
+        60, check=_check_up_to(1440),
+        doc="Minutes between checks for Stripe payouts a webhook did not bring.")
+    payout_lookback_days: int = opt(
+        14, check=_check_up_to(366), doc="How far back (days of payout creation) that check looks.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,6 +169,7 @@ class EmailSettings:
     password: Secret = opt(Secret(""), doc="SMTP password.")
     from_address: str = opt(doc="Sender address of every message.")
     from_name: str = opt("", doc="Sender display name; defaults to the branding name.")
+    reply_to: str = opt("", doc="Reply-To of every message; empty uses branding.support_email.")
     timeout_seconds: int = opt(20, check=_check_positive, doc="Timeout of one SMTP conversation.")
     templates_dir: str = opt(
         "", doc="Folder whose email templates replace the shipped ones of the same name.")
@@ -247,9 +271,16 @@ class PsaSettings:
         doc="Hours between checks for invoices deleted at the PSA (also after --full).")
 
 
+def _check_journal_path(value: str) -> str | None:
+    return f"{value} is a directory, not a file" if value and Path(value).is_dir() else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class JournalSettings:
-    path: str = opt("", doc="CSV journal file; empty means <data_dir>/journal.csv.")
+    path: str = opt("", check=_check_journal_path,
+                    doc="Journal file; empty means <data_dir>/journal.csv (journal.iif for IIF).")
+    format: Literal["csv", "iif"] = opt(
+        "csv", doc="csv (balanced entries, one row per line) or iif (QuickBooks Desktop import).")
 
 
 def _check_match(value: str) -> str | None:
@@ -260,17 +291,20 @@ def _check_match(value: str) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class QuickBooksSettings:
-    client_id: str = opt(doc="Client ID of the Intuit developer app (Keys & credentials).")
+    client_id: str = opt(
+        check=_check_filled, doc="Client ID of the Intuit developer app (Keys & credentials).")
     client_secret: Secret = opt(doc="Client secret of that app.")
     environment: Literal["production", "sandbox"] = opt(
         "production", doc="production or sandbox (sandbox-quickbooks.api.intuit.com).")
-    api_base: str = opt("", doc="Full API base up to /v3; overrides environment (tests).")
-    authorize_url: str = opt("https://appcenter.intuit.com/connect/oauth2", doc="OAuth2 consent page.")
-    token_url: str = opt("https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer",
+    api_base: str = opt("", check=_check_optional_url,
+                        doc="Full API base up to /v3; overrides environment (tests).")
+    authorize_url: str = opt("https://appcenter.intuit.com/connect/oauth2", check=_check_url,
+                             doc="OAuth2 consent page.")
+    token_url: str = opt("https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", check=_check_url,
                          doc="OAuth2 token endpoint.")
     clearing_account: str = opt(
         "Undeposited Funds", doc="Account (name) card and ACH payments are deposited to until the payout.")
-    bank_account: str = opt(doc="Bank account (name) Stripe payouts arrive in.")
+    bank_account: str = opt(check=_check_filled, doc="Bank account (name) Stripe payouts arrive in.")
     fee_account: str = opt("Stripe fees", doc="Expense account (name) Stripe fees are booked to.")
     surcharge_account: str = opt("Card surcharge income", doc="Income account (name) for card surcharges.")
     invoice_match: str = opt(
@@ -283,17 +317,22 @@ class QuickBooksSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class XeroSettings:
-    client_id: str = opt(doc="Client id of the Xero app (developer.xero.com, My Apps).")
+    client_id: str = opt(check=_check_filled, doc="Client id of the Xero app (developer.xero.com, My Apps).")
     client_secret: Secret = opt(doc="Client secret of that app.")
-    api_base: str = opt("https://api.xero.com/api.xro/2.0", doc="Accounting API base.")
-    connections_url: str = opt("https://api.xero.com/connections", doc="Tenant list endpoint.")
-    authorize_url: str = opt("https://login.xero.com/identity/connect/authorize", doc="OAuth2 consent page.")
-    token_url: str = opt("https://identity.xero.com/connect/token", doc="OAuth2 token endpoint.")
+    api_base: str = opt("https://api.xero.com/api.xro/2.0", check=_check_url, doc="Accounting API base.")
+    connections_url: str = opt("https://api.xero.com/connections", check=_check_url,
+                               doc="Tenant list endpoint.")
+    authorize_url: str = opt("https://login.xero.com/identity/connect/authorize", check=_check_url,
+                             doc="OAuth2 consent page.")
+    token_url: str = opt("https://identity.xero.com/connect/token", check=_check_url,
+                         doc="OAuth2 token endpoint.")
     clearing_account: str = opt(
+        check=_check_filled,
         doc="Code of the clearing bank account card and ACH payments go to until the payout.")
-    bank_account: str = opt(doc="Code of the bank account Stripe payouts arrive in.")
-    fee_account: str = opt(doc="Code of the expense account Stripe fees are booked to.")
-    surcharge_account: str = opt(doc="Code of the revenue account card surcharges are booked to.")
+    bank_account: str = opt(check=_check_filled, doc="Code of the bank account Stripe payouts arrive in.")
+    fee_account: str = opt(check=_check_filled, doc="Code of the expense account Stripe fees are booked to.")
+    surcharge_account: str = opt(
+        check=_check_filled, doc="Code of the revenue account card surcharges are booked to.")
     invoice_match: str = opt(
         "number", check=_check_match,
         doc="How a PSA invoice is found: number (InvoiceNumber equals the PSA number) or "
@@ -302,13 +341,20 @@ class XeroSettings:
     timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
 
 
+def _check_token_key_file(value: str) -> str | None:
+    from app.core.accounting_tokens import check_key_file
+
+    return check_key_file(value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class AccountingSettings:
     kind: Literal["journal", "quickbooks", "xero"] = opt(
         "journal", doc="Accounting target: journal (CSV/IIF export), quickbooks (QuickBooks Online) or xero.")
     token_key_file: str = opt(
-        "", doc="File with the key (Fernet, base64) that encrypts the accounting OAuth tokens at rest; "
-                "empty means <data_dir>/accounting-token.key, created on first connect.")
+        "", check=_check_token_key_file,
+        doc="File with the key (Fernet, base64) that encrypts the accounting OAuth tokens at rest; "
+            "empty means <data_dir>/accounting-token.key, created on first connect.")
     journal: JournalSettings = opt(JournalSettings(), doc="Journal export.")
     quickbooks: QuickBooksSettings | None = opt(None, doc="QuickBooks Online connection.")
     xero: XeroSettings | None = opt(None, doc="Xero connection.")
@@ -356,6 +402,10 @@ class OutboxSettings:
     interval_seconds: int = opt(20, check=_check_positive, doc="Seconds between outbox drains.")
     max_attempts: int = opt(12, check=_check_positive, doc="Attempts before an entry is dead.")
     base_delay_seconds: int = opt(30, check=_check_positive, doc="First retry delay; doubles each time.")
+    park_seconds: int = opt(
+        300, check=_check_up_to(86400),
+        doc="Seconds an entry waits before it is tried again while the accounting system needs "
+            "reconnecting (it is not a failed attempt; a reconnect runs it at once).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -388,6 +438,10 @@ def _check_days(value: int) -> str | None:
     return None if 0 <= value <= 60 else f"must be 0-60 days, got {value}"
 
 
+def _check_skip_days(value: int) -> str | None:
+    return None if 1 <= value <= 60 else f"must be 1-60 days, got {value}"
+
+
 def _check_basis_points(value: int) -> str | None:
     return None if 1 <= value <= 1000 else f"must be 1-1000 basis points (0.01%-10%), got {value}"
 
@@ -415,6 +469,10 @@ class AutopaySettings:
     expiry_warning_days: int = opt(
         14, check=_check_days,
         doc="Days before an autopay card expires that the billing contacts are warned.")
+    skip_days: int = opt(
+        7, check=_check_skip_days,
+        doc="When a client skips an upcoming charge, days after the skipped date autopay charges the "
+            "invoice if it is still open.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -524,6 +582,54 @@ class OpsSettings:
         doc="Addresses of the reverse proxies whose X-Forwarded-* count (with cashloop.trusted_proxies).")
     log_format: Literal["logfmt", "json"] = opt(
         "logfmt", doc="Log lines: logfmt (key=value) or json, one line per event.")
+    tieout_time: str = opt(
+        "05:30", check=_check_hhmm,
+        doc="Local time (cashloop.timezone) of the daily tie-out of yesterday.")
+
+
+def _check_entity_key(value: str) -> str | None:
+    if re.fullmatch(r"[a-z0-9][a-z0-9-]{0,31}", value) and value != "default":
+        return None
+    return (f"key must be 1-32 lowercase letters, digits or dashes (it is part of the webhook URL) "
+            f"and not \"default\", got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntityEmailSettings:
+    from_address: str = opt(doc="Sender address of this entity's messages (the SMTP server is shared).")
+    from_name: str = opt("", doc="Sender display name; defaults to this entity's branding name.")
+    reply_to: str = opt("", doc="Reply-To of this entity's messages; empty uses its branding.support_email.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PsaMatchSettings:
+    """Which PSA companies bill through an entity; a company no entity claims stays with [entity]."""
+
+    connectwise_territories: tuple[str, ...] = opt(
+        (), doc="ConnectWise: names or ids of the company's territory (its location in ConnectWise).")
+    autotask_territories: tuple[str, ...] = opt(
+        (), doc="Autotask: TerritoryID values of the company (its organizational territory).")
+    halo_toplevels: tuple[str, ...] = opt(
+        (), doc="HaloPSA: names or ids of the client's top level (toplevel_name / toplevel_id).")
+    company_ids: tuple[str, ...] = opt((), doc="PSA company ids that belong to this entity whatever else.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntityTableSettings:
+    key: str = opt(check=_check_entity_key, doc="Short stable key, e.g. \"ca\"; webhooks arrive at "
+                                                "/webhooks/stripe/<key>.")
+    name: str = opt(doc="Legal name of this entity.")
+    currency: str = opt(check=_check_currency, doc="Its currency (ISO 4217).")
+    # The same tables as the top-level [branding], [stripe] and [accounting], documented there.
+    branding: BrandingSettings = field(
+        metadata={"doc": "Its portal and email branding.", "same_as": "branding"})
+    stripe: StripeSettings = field(metadata={"doc": "Its own Stripe account.", "same_as": "stripe"})
+    email: EntityEmailSettings = opt(doc="Its sender.")
+    accounting: AccountingSettings = field(
+        default=AccountingSettings(),
+        metadata={"doc": "Its books; the journal defaults to <data_dir>/journal-<key>.csv.",
+                  "same_as": "accounting"})
+    psa_match: PsaMatchSettings = opt(PsaMatchSettings(), doc="Which PSA companies are its clients.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -543,6 +649,8 @@ class Config:
     admin: AdminSettings = opt(AdminSettings(), doc="Admin console (finance team).")
     reminders: ReminderSettings = opt(ReminderSettings(), doc="Payment reminders.")
     ops: OpsSettings = opt(OpsSettings(), doc="Operations: backups, health, proxies, logs.")
+    entities: tuple[EntityTableSettings, ...] = opt(
+        (), doc="Further billing entities ([[entities]] tables); the top-level ones are the default entity.")
     source_path: str = field(default="", metadata={"internal": True})
 
     @property
@@ -559,7 +667,8 @@ class Config:
 
     @property
     def journal_path(self) -> Path:
-        return Path(self.accounting.journal.path or self.data_path / "journal.csv")
+        journal = self.accounting.journal
+        return Path(journal.path or self.data_path / f"journal.{journal.format}")
 
 
 def _type_name(tp: Any) -> str:
@@ -659,6 +768,11 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         return value
     if is_dataclass(tp):
         return _build(tp, value, key + ".")
+    if origin is tuple and is_dataclass(typing.get_args(tp)[0]):
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected [[{key}]] tables")
+        return tuple(_build(typing.get_args(tp)[0], item, _item_prefix(key, n, item)) for n, item in
+                     enumerate(value))
     if origin is tuple and typing.get_args(tp)[:1] == (int,):
         if not isinstance(value, list) or not all(type(v) is int for v in value):
             raise ConfigError(f"{key}: expected a list of whole numbers such as [1, 3, 7], got {value!r}")
@@ -682,10 +796,22 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise ConfigError(f"{key}: unsupported setting type")  # pragma: no cover - programming error
 
 
+def _item_prefix(key: str, n: int, item: Any) -> str:
+    # An entity's errors name its key ("entities.ca.stripe.secret_key"), else its position.
+    name = item.get("key") if isinstance(item, dict) else None
+    return f"{key}.{name}." if isinstance(name, str) and name else f"{key}[{n}]."
+
+
 def _cross_checks(cfg: Config) -> None:
+    from app.core.entities import check_entities
+
+    check_entities(cfg)
     psa = cfg.psa
     if getattr(psa, psa.kind) is None:
         raise ConfigError(f"psa.{psa.kind}: missing section for psa.kind = {psa.kind!r}")
+    books = cfg.accounting
+    if books.kind != "journal" and getattr(books, books.kind) is None:
+        raise ConfigError(f"accounting.{books.kind}: missing section for accounting.kind = {books.kind!r}")
     if len(cfg.cashloop.secret_key) < 16:
         raise ConfigError("cashloop.secret_key: too short (use 32 or more random characters)")
 
@@ -727,7 +853,7 @@ def documented_keys(cls: type = Config, prefix: str = "") -> list[tuple[str, str
     out: list[tuple[str, str]] = []
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        if f.metadata.get("internal"):
+        if f.metadata.get("internal") or f.metadata.get("same_as"):
             continue
         tp = hints[f.name]
         inner = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from app.config import Config
 from app.core.clock import Clock, SystemClock
@@ -15,12 +16,17 @@ from app.core.store import Store, open_store
 from sync.base import AccountingSink, PsaSource
 from sync.payments.stripe import StripeGateway
 
+if TYPE_CHECKING:
+    from app.entity_services import EntityDirectory
+
 
 @dataclass
 class Services:
     config: Config
     store: Store
     clock: Clock = field(default_factory=SystemClock)
+    # Which billing entity this is the view of; app.entity_services makes the others.
+    entity_key: str = "default"
 
     @functools.cached_property
     def gateway(self) -> StripeGateway:
@@ -36,18 +42,30 @@ class Services:
     def accounting(self) -> AccountingSink:
         from sync.registry import accounting_sink
 
-        return accounting_sink(self.config)
+        return accounting_sink(self.config, self.store, self.clock, entity_id=self.entity_id)
 
     @property
     def entity_id(self) -> int:
-        """The one billing entity until several are configured (the seam is in the schema)."""
-        from app.core.entities import ensure_entity
+        """The id of this view's billing entity (the default one unless made by app.entity_services)."""
+        from app.core.entities import DEFAULT_KEY, ensure_entity
 
-        return ensure_entity(self.store, self.config)
+        if self.entity_key == DEFAULT_KEY:
+            return ensure_entity(self.store, self.config)
+        return self.entities.ids()[self.entity_key]
+
+    @functools.cached_property
+    def entities(self) -> EntityDirectory:
+        """The per-entity views of this Services (see app.entity_services)."""
+        from app.entity_services import EntityDirectory
+
+        return EntityDirectory(self)
 
 
 def build_services(config: Config, *, clock: Clock | None = None) -> Services:
     """Open and migrate the store named by `config` and wire everything to it."""
     config.data_path.mkdir(parents=True, exist_ok=True)
     store = open_store(config.db_path)
-    return Services(config=config, store=store, clock=clock or SystemClock())
+    services = Services(config=config, store=store, clock=clock or SystemClock())
+    if config.entities:
+        services.entities.ids()  # every configured entity (and its PSA rules) is in the store from the start
+    return services

@@ -1,4 +1,5 @@
-"""Stripe events about money going back: charge.refunded and charge.dispute.*.
+"""Stripe events about money going back (charge.refunded, charge.dispute.*) and payouts (payout.paid,
+payout.failed, booked by app.core.payouts).
 
 Like the PaymentIntent events, the event's own copy is not trusted: the refunds of the charge
 and the dispute are read back from Stripe and their current state applied, so duplicates, late
@@ -11,11 +12,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from app.core import disputes, refunds
+from app.core import disputes, payouts, refunds
+from app.entity_services import owns_client
 from app.services import Services
 
 log = logging.getLogger(__name__)
-HANDLED = ("charge.refunded", "charge.refund.updated", "charge.dispute.")
+HANDLED = ("charge.refunded", "charge.refund.updated", "charge.dispute.", "payout.paid", "payout.failed")
 
 
 def handles(event_type: str) -> bool:
@@ -28,11 +30,15 @@ def _payment_for_charge(services: Services, charge_id: str, intent_id: str | Non
         intent_id = intent_id or services.gateway.charge_intent(charge_id)
         if intent_id:
             pay = services.store.one("SELECT * FROM payments WHERE processor_ref = ?", (intent_id,))
+    if pay is not None and not owns_client(services, pay["client_id"]):
+        return None  # another entity's payment: an event of this account never touches it
     return pay
 
 
 def dispatch(services: Services, event: dict[str, Any]) -> str:
     obj = event["data"]["object"]
+    if event["type"].startswith("payout."):
+        return payouts.sync_payout(services, obj["id"])
     if event["type"].startswith("charge.dispute."):
         return _dispute(services, obj["id"])
     charge_id = obj["id"] if obj.get("object") == "charge" else obj.get("charge")
@@ -72,6 +78,11 @@ def sync_refunds(services: Services, charge_id: str, intent_id: str | None = Non
         ):
             found += 1
     return f"refunds synced ({found} new from Stripe)"
+
+
+def sync_dispute(services: Services, dispute_id: str) -> str:
+    """Record dispute `dispute_id` as Stripe has it now (a payout may hold one whose events were missed)."""
+    return _dispute(services, dispute_id)
 
 
 def _dispute(services: Services, dispute_id: str) -> str:

@@ -87,6 +87,7 @@ def seed(data_dir: Path, port: int, invoices: int, others: int = 0) -> tuple[str
 
     toml = _config_text(data_dir, port)
     (data_dir / "config.toml").write_text(toml)
+    data_dir.chmod(0o700)  # `cashloop serve` refuses a data directory other users can read
     services = build_services(parse_config(toml, source=str(data_dir / "config.toml")))
     report = poll_psa.run(services)
     if report.error:

@@ -165,6 +165,9 @@ class JournalPayment:
     client_remote_id: str
     allocations: tuple[tuple[str, int], ...]  # (invoice number, amount_minor)
     surcharge_minor: int = 0  # card surcharge inside amount_minor, booked as income, not to an invoice
+    # (client name, client remote id) of each allocation's invoice, in the same order; empty when
+    # every invoice is the payer's. A parent paying for its children names each child here.
+    allocation_clients: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

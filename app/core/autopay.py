@@ -31,6 +31,7 @@ from sqlite_utils import Database
 
 from app.core.audit import audit
 from app.core.clock import Clock, local_today, to_db
+from app.core.method_names import method_name
 from app.core.money import card_chargeable
 from app.core.store import Store
 from app.core.surcharge import client_region, surcharge_for
@@ -75,7 +76,7 @@ class MethodView:
     id: int
     processor_ref: str
     type: str  # card | us_bank_account
-    label: str  # "Visa ending 4242", "STRIPE TEST BANK account ending 6789"
+    label: str  # "Visa •••• 4242", "STRIPE TEST BANK •••• 6789 (ACH)"
     exp_month: int | None = None
     exp_year: int | None = None
 
@@ -274,10 +275,8 @@ def _overrides(db: Database, client_id: int) -> dict[str, Any]:
 
 
 def method_view(row: Any) -> MethodView:
-    if row["type"] == "us_bank_account":
-        label = f"{row['bank_name'] or 'Bank'} account ending {row['last4'] or '????'}"
-    else:
-        label = f"{(row['brand'] or 'Card').title()} ending {row['last4'] or '????'}"
+    kind = "ach" if row["type"] == "us_bank_account" else "card"
+    label = method_name(kind, brand=row["brand"], last4=row["last4"], bank_name=row["bank_name"])
     return MethodView(row["id"], row["processor_ref"], row["type"], label, row["exp_month"], row["exp_year"])
 
 
@@ -422,6 +421,10 @@ def plan_new(
             if reason == "":
                 continue  # not autopay's business (kind not covered, already in flight)
             on = charge_on(rule, inv)
+            # A skipped charge ("not this time", app.core.autopay_skips) waits for its resume date.
+            resume = _skip_resume(db, inv["id"])
+            if resume is not None:
+                on = max(on, resume)
             if reason:
                 plan.skipped.append(Skipped(inv["id"], inv["number"], reason))
             elif today is None or on <= today:
@@ -565,6 +568,12 @@ def _awaits_approval(
     return db.execute("SELECT 1 FROM invoice_approvals WHERE invoice_id = ?", (inv["id"],)).fetchone() is None
 
 
+def _skip_resume(db: Database, invoice_id: int) -> date | None:
+    from app.core.autopay_skips import resume_on
+
+    return resume_on(db, invoice_id)
+
+
 def _line_disputed(db: Database, invoice_id: int) -> bool:
     """A contact disputes a line of it (app.core.line_disputes), when that feature is present."""
     has = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'open_line_disputes'").fetchone()
@@ -632,6 +641,9 @@ def is_covered(db: Database, invoice_id: int, *, today: date) -> bool:
     ).fetchone()
     if in_flight:
         return True
+    resume = _skip_resume(db, invoice_id)
+    if resume is not None and today < resume:
+        return False  # the client skipped this charge: reminders as for any unpaid invoice
     return any(
         invoice_id in c.invoice_ids for c in plan_new(db, today=None, client_id=inv["client_id"]).charges
     )

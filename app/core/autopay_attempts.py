@@ -26,6 +26,7 @@ from app.core.clock import Clock, local_today, to_db
 from app.core.emails import date_long
 from app.core.keys import derive_key
 from app.core.notices import enqueue_notice
+from app.core.payment_refs import payment_reference
 from app.core.payments import PayItem, PaymentRequestError, start_payment
 from app.core.store import Store
 
@@ -45,6 +46,7 @@ def start_attempt(
     retry_days: Sequence[int],
     run_time: str,
     tz: ZoneInfo,
+    approval_threshold: str = "",
 ) -> int | None:
     """Write the attempt and its pending payment; returns the payment id, or None when another run
     already made this attempt or the invoices can no longer be charged (nothing is written then)."""
@@ -70,6 +72,7 @@ def start_attempt(
                 method=charge.method.payment_method,
                 surcharge_minor=charge.surcharge_minor,
                 payment_method_ref=charge.method.processor_ref,
+                approval_threshold=approval_threshold,  # the engine refuses an unapproved invoice too
             )
             attempt_no = (
                 1
@@ -154,6 +157,7 @@ def _context(db: Database, pay: Any, invoices: list[Any]) -> dict[str, Any]:
         "method_label": autopay.method_view(method).label if method else "your saved payment method",
         "is_bank": pay["method"] == "ach",
         "payment_token": pay["token"],
+        "payment_reference": payment_reference(pay["id"]),
         "invoices": [{"number": r["number"], "amount_minor": r["amount_minor"]} for r in invoices],
     }
 

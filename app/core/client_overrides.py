@@ -6,8 +6,11 @@
 - `autopay_allowed`: whether the client may turn autopay on (and keep it running);
 - `payment_methods`: which methods the client may pay with in the portal;
 - `grace_days`: days after the due date before an invoice counts as late for reminders/fees;
-- `approval_threshold`: invoices above it need an approver before they are paid.
-Reminders, autopay and approvals read these with `get_overrides`.
+- `approval_threshold`: invoices above it need an approver before they are paid;
+- `extra_recipients`: addresses that get the client's reminders and statements besides its
+  billing contacts (an accounts-payable mailbox that is no contact at the PSA).
+Reminders, autopay and approvals read these with `get_overrides`; `recipients` is who a
+client's reminders and statements go to.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from dataclasses import asdict, dataclass
 
 from sqlite_utils import Database
 
+from app.core.addresses import AddressError, normalize_email
 from app.core.audit import audit
 from app.core.clock import Clock, to_db
 from app.core.money import Money, MoneyError
 
 PORTAL_METHODS = ("card", "ach")
 MAX_OFFSETS = 12
+MAX_EXTRA_RECIPIENTS = 10
 
 
 class OverrideError(ValueError):
@@ -43,6 +48,7 @@ class ClientOverrides:
     payment_methods: tuple[str, ...] | None = None
     grace_days: int | None = None
     approval_threshold: Money | None = None
+    extra_recipients: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready view (for the audit log and the page)."""
@@ -76,7 +82,64 @@ def get_overrides(db: Database, client_id: int) -> ClientOverrides:
         payment_methods=None if methods is None else tuple(methods),
         grace_days=row["grace_days"],
         approval_threshold=threshold,
+        extra_recipients=tuple(json.loads(row["extra_recipients_json"] or "[]")),
     )
+
+
+@dataclass(frozen=True)
+class Recipient:
+    email: str
+    first_name: str
+    is_contact: bool  # a billing contact can be sent a sign-in link; an extra address cannot
+
+
+def recipients(db: Database, client_id: int) -> list[Recipient]:
+    """Who gets the client's reminders and statements: its active billing contacts, then the
+    admin's extra addresses; each address once (case-insensitive), none a mail server refused."""
+    refused = {
+        r[0].lower() for r in db.execute("SELECT address FROM email_refusals")
+    } | {
+        r[0].lower()
+        for r in db.execute(
+            "SELECT email FROM contacts WHERE client_id = ? AND email_refused_at IS NOT NULL", (client_id,)
+        )
+    }
+    out: list[Recipient] = []
+    seen: set[str] = set()
+    contacts = db.execute(
+        "SELECT email, first_name FROM contacts WHERE client_id = ? AND role = 'billing' AND is_active = 1 "
+        "AND email IS NOT NULL AND email_refused_at IS NULL ORDER BY email",
+        (client_id,),
+    ).fetchall()
+    people = [Recipient(r["email"], r["first_name"] or "", True) for r in contacts]
+    extras = [Recipient(e, "", False) for e in get_overrides(db, client_id).extra_recipients]
+    for person in people + extras:
+        key = person.email.strip().lower()
+        if key in seen or key in refused:
+            continue
+        seen.add(key)
+        out.append(person)
+    return out
+
+
+def _extra_recipients(text: str) -> tuple[str, ...]:
+    """One address per line or comma-separated; raises ValueError naming the first bad one."""
+    found: list[str] = []
+    for part in text.replace(";", ",").replace("\n", ",").split(","):
+        if not part.strip():
+            continue
+        try:
+            if any(ord(c) < 32 or ord(c) == 127 for c in part.strip()):
+                # A NUL or escape inside an address would reach the SMTP RCPT command as it is.
+                raise AddressError("control character")
+            address = normalize_email(part)
+        except AddressError:
+            raise ValueError(f"{part.strip()[:80]!r} is not an email address") from None
+        if address.lower() not in {a.lower() for a in found}:
+            found.append(address)
+    if len(found) > MAX_EXTRA_RECIPIENTS:
+        raise ValueError(f"at most {MAX_EXTRA_RECIPIENTS} addresses")
+    return tuple(found)
 
 
 def _offsets(text: str) -> tuple[int, ...] | None:
@@ -136,6 +199,13 @@ def from_form(form: Mapping[str, object], currency: str) -> ClientOverrides:
         if not picked:
             errors["payment_methods"] = "Payment methods: allow at least one, or untick the restriction."
         methods = tuple(picked)
+    extras: tuple[str, ...] = ()
+    try:
+        extras = _extra_recipients(text("extra_recipients"))
+    except ValueError as exc:
+        errors["extra_recipients"] = (
+            f"Extra recipients: {exc}. Give one address per line or separate them by commas."
+        )
     paused = bool(form.get("is_paused"))
     reason = text("pause_reason")[:200]
     if paused and not reason:
@@ -150,6 +220,7 @@ def from_form(form: Mapping[str, object], currency: str) -> ClientOverrides:
         payment_methods=methods,
         grace_days=grace,
         approval_threshold=threshold,
+        extra_recipients=extras,
     )
 
 
@@ -162,12 +233,14 @@ def set_overrides(db: Database, clock: Clock, client_id: int, new: ClientOverrid
     db.execute(
         "INSERT INTO client_overrides (client_id, reminder_offsets_json, is_paused, pause_reason, "
         "autopay_allowed, payment_methods_json, grace_days, approval_threshold_minor, "
-        "approval_threshold_currency, updated_at, updated_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "approval_threshold_currency, extra_recipients_json, updated_at, updated_by) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (client_id) DO UPDATE SET reminder_offsets_json = excluded.reminder_offsets_json, "
         "is_paused = excluded.is_paused, pause_reason = excluded.pause_reason, "
         "autopay_allowed = excluded.autopay_allowed, payment_methods_json = excluded.payment_methods_json, "
         "grace_days = excluded.grace_days, approval_threshold_minor = excluded.approval_threshold_minor, "
         "approval_threshold_currency = excluded.approval_threshold_currency, "
+        "extra_recipients_json = excluded.extra_recipients_json, "
         "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
         (
             client_id,
@@ -179,6 +252,7 @@ def set_overrides(db: Database, clock: Clock, client_id: int, new: ClientOverrid
             new.grace_days,
             None if threshold is None else threshold.amount_minor,
             None if threshold is None else threshold.currency,
+            json.dumps(list(new.extra_recipients)) if new.extra_recipients else None,
             to_db(clock.utc_now()),
             actor,
         ),

@@ -18,7 +18,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "currency": "USD",
         "paid_on": "March 31, 2026",
         "method_label": "Visa •••• 4242",
-        "payment_token": "PAY-000123",
+        "payment_token": "kJ3vQm8sT2xWn5pLr7aYdg",
+        "payment_reference": "PAY-000123",
         "allocations": [
             {"number": "INV-1042", "amount_minor": 125000, "balance_minor": 0},
             {"number": "INV-1044", "amount_minor": 28725, "balance_minor": 0},
@@ -104,9 +105,29 @@ SAMPLES: dict[str, dict[str, Any]] = {
         **_CLIENT,
         "amount_minor": 240000,
         "currency": "USD",
-        "payment_token": "PAY-000124",
+        "payment_token": "Zr4tB9nHq1mXc6vKp2sWeA",
+        "payment_reference": "PAY-000124",
         "reason": "insufficient funds",
         "pay_url": "/pay",
         "invoices": _INVOICES[:1],
     },
+}
+
+SAMPLES["statement"] = {
+    **_CLIENT,
+    "month_label": "March 2026",
+    "attachment_name": "statement-2026-03.pdf",
+    "link": "/statements/2026-03",
+    "is_monthly": True,
+}
+SAMPLES["autopay_skipped"] = {
+    **_CLIENT,
+    "actor": "Zoë Müller (zoe@example.com)",
+    "number": "INV-1042",
+    "amount_minor": 125000,
+    "currency": "USD",
+    "skipped_on": "April 3, 2026",
+    "charge_on": "April 10, 2026",
+    "is_undone": False,
+    "manage_url": "/autopay",
 }

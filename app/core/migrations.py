@@ -660,3 +660,197 @@ def _ops(db: Database) -> None:
         );
         """
     )
+
+
+@MIGRATIONS(name="0008_accounting")
+def _accounting(db: Database) -> None:
+    db.executescript(
+        """
+        -- One OAuth connection to QuickBooks Online or Xero per entity. The tokens are one Fernet
+        -- blob (see app/core/accounting_tokens.py); nothing else here is secret.
+        CREATE TABLE accounting_connections (
+            id INTEGER PRIMARY KEY,
+            entity_id INTEGER NOT NULL REFERENCES entities(id),
+            kind TEXT NOT NULL,
+            tenant_id TEXT NOT NULL DEFAULT '',
+            tenant_name TEXT NOT NULL DEFAULT '',
+            tokens_enc BLOB,
+            expires_at TEXT,
+            status TEXT NOT NULL CHECK (status IN ('connected', 'revoked', 'disconnected')),
+            last_error TEXT,
+            connected_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (entity_id, kind)
+        );
+        -- One row per "Connect" click: the state sent to the vendor, bound to the admin session
+        -- that started it and usable once. A Xero sign-in with several organisations keeps its
+        -- first tokens here (encrypted) until the admin picks one.
+        CREATE TABLE accounting_oauth_states (
+            id INTEGER PRIMARY KEY,
+            state_hash TEXT NOT NULL UNIQUE,
+            entity_id INTEGER NOT NULL REFERENCES entities(id),
+            kind TEXT NOT NULL,
+            admin_session_id INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            redirect_uri TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            used_at TEXT,
+            pending_tokens_enc BLOB,
+            tenants_json TEXT
+        );
+        -- Set while an entry waits for a person (accounting not connected); it is not a failure.
+        ALTER TABLE outbox ADD COLUMN parked_at TEXT;
+        """
+    )
+
+
+@MIGRATIONS(name="0009_payouts")
+def _payouts(db: Database) -> None:
+    db.executescript(
+        """
+        -- Stripe payouts (one bank line each) and the balance transactions inside them. A payout
+        -- is booked once: deposit_key is the accounting_deposit outbox key, set in the transaction
+        -- that enqueued it.
+        CREATE TABLE payouts (
+            id INTEGER PRIMARY KEY,
+            processor_ref TEXT NOT NULL UNIQUE,
+            currency TEXT NOT NULL,
+            amount_minor INTEGER NOT NULL,
+            fee_minor INTEGER NOT NULL DEFAULT 0,
+            status TEXT NOT NULL,
+            arrival_on TEXT,
+            failure_reason TEXT,
+            deposit_key TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        -- One row per Stripe balance transaction; kind 'adjustment' is money Cashloop did not make
+        -- (or cannot place), booked so the deposit still equals the bank line.
+        CREATE TABLE payout_items (
+            id INTEGER PRIMARY KEY,
+            payout_id INTEGER NOT NULL REFERENCES payouts(id),
+            balance_txn_ref TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('payment', 'refund', 'dispute', 'dispute_won', 'adjustment')),
+            source_ref TEXT,
+            payment_id INTEGER REFERENCES payments(id),
+            refund_id INTEGER REFERENCES refunds(id),
+            dispute_id INTEGER REFERENCES disputes(id),
+            amount_minor INTEGER NOT NULL,
+            fee_minor INTEGER NOT NULL,
+            net_minor INTEGER NOT NULL,
+            currency TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX payout_items_payout ON payout_items(payout_id);
+        CREATE INDEX payout_items_payment ON payout_items(payment_id);
+        """
+    )
+
+
+@MIGRATIONS(name="0010_client_parents")
+def _client_parents(db: Database) -> None:
+    db.executescript(
+        """
+        -- The parent the PSA names (kept even while that company is not synced yet, so it can be
+        -- linked when it arrives) and who set parent_id: NULL for the PSA, 'admin:<email>' when a
+        -- person chose it in the admin, which later syncs then leave alone.
+        ALTER TABLE clients ADD COLUMN parent_remote_id TEXT;
+        ALTER TABLE clients ADD COLUMN parent_set_by TEXT;
+        CREATE INDEX clients_parent ON clients(parent_id);
+        """
+    )
+
+
+@MIGRATIONS(name="0012_statements")
+def _statements(db: Database) -> None:
+    db.executescript(
+        """
+        -- A client's choice to get the previous month's statement by email on the 1st. Set by a
+        -- billing contact in the portal or by the finance team; a row with is_enabled = 0 is a no.
+        CREATE TABLE statement_subscriptions (
+            client_id INTEGER PRIMARY KEY REFERENCES clients(id),
+            is_enabled INTEGER NOT NULL,
+            updated_at TEXT NOT NULL,
+            updated_by TEXT NOT NULL
+        );
+        -- One row per (client, month) whose monthly statement was decided, written in the same
+        -- transaction as its emails: the pair is what makes a month go once.
+        CREATE TABLE statement_sends (
+            id INTEGER PRIMARY KEY,
+            client_id INTEGER NOT NULL REFERENCES clients(id),
+            month TEXT NOT NULL,
+            recipients INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (client_id, month)
+        );
+        -- "Skip this charge": autopay leaves the invoice alone until resume_on (a local date);
+        -- skipped_on is the charge date that was skipped. undone_at is set when the client undoes it.
+        CREATE TABLE autopay_skips (
+            id INTEGER PRIMARY KEY,
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            skipped_on TEXT NOT NULL,
+            resume_on TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            undone_at TEXT,
+            undone_by TEXT
+        );
+        CREATE UNIQUE INDEX autopay_skips_active ON autopay_skips(invoice_id) WHERE undone_at IS NULL;
+        -- Addresses a mail server refused (5xx), contact or not: nothing is sent to them again.
+        CREATE TABLE email_refusals (
+            address TEXT PRIMARY KEY COLLATE NOCASE,
+            refused_at TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        -- Extra reminder and statement recipients an admin sets per client (a JSON list).
+        ALTER TABLE client_overrides ADD COLUMN extra_recipients_json TEXT;
+        """
+    )
+
+
+@MIGRATIONS(name="0013_entities")
+def _entities(db: Database) -> None:
+    db.executescript(
+        """
+        -- Which PSA companies an entity claims (its [[entities]].psa_match, kept in step with the TOML
+        -- at start-up) so that intake can assign a new client without the config at hand.
+        ALTER TABLE entities ADD COLUMN psa_match_json TEXT NOT NULL DEFAULT '{}';
+        -- 1 once an admin moved the client: intake no longer assigns it by the PSA rules.
+        ALTER TABLE clients ADD COLUMN entity_pinned INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX clients_entity ON clients(entity_id);
+        """
+    )
+
+
+@MIGRATIONS(name="0014_tieout")
+def _tieout(db: Database) -> None:
+    db.executescript(
+        """
+        -- Each tie-out run, kept whole: the admin page shows the newest, the history shows a trend.
+        CREATE TABLE tieout_reports (
+            id INTEGER PRIMARY KEY,
+            period_start TEXT NOT NULL,
+            period_end TEXT NOT NULL,
+            entity_key TEXT NOT NULL DEFAULT 'default',
+            differences INTEGER NOT NULL,
+            unavailable INTEGER NOT NULL,
+            report_json TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX tieout_reports_created ON tieout_reports(created_at);
+        """
+    )
+
+
+@MIGRATIONS(name="0015_speed")
+def _speed(db: Database) -> None:
+    db.executescript(
+        """
+        -- The invoice list filters lines by project, agreement and service in Python now, from
+        -- the client's lines read once per data version (app.web.invoice_list); the index only
+        -- cost every line a backfill writes. (invoice_id, line_no) still finds an invoice's lines.
+        DROP INDEX IF EXISTS invoice_lines_refs;
+        """
+    )

@@ -24,6 +24,10 @@ _KNOWN = _ZERO_DECIMAL | _THREE_DECIMAL | {
 
 
 MAX_MINOR = 10**15  # ten trillion dollars in cents
+# Minor units per major unit, by currency (what `exponent` works out, as one dict lookup).
+_SCALE = {c: 10 ** (0 if c in _ZERO_DECIMAL else 3 if c in _THREE_DECIMAL else 2) for c in _KNOWN}
+# Below 2**53 / 1000 a double's error after scaling stays far under half a minor unit.
+_FAST_LIMIT = 1e12
 
 
 class MoneyError(ValueError):
@@ -48,6 +52,20 @@ def exponent(currency: str) -> int:
     if c in _THREE_DECIMAL:
         return 3
     return 2
+
+
+def minor_from_float(value: float, currency: str) -> int | None:
+    """The minor units a JSON double means, when its shortest repr has no more places than the
+    currency has (what `Money.from_vendor_number` accepts); None when that needs the exact path.
+
+    Without formatting the repr: the double nearest to m / scale is `value` exactly when the
+    repr of `value` is that decimal or a shorter one, and the scaled double rounds to m.
+    """
+    scale = _SCALE.get(currency)
+    if scale is None or not -_FAST_LIMIT < value < _FAST_LIMIT:
+        return None
+    minor = round(value * scale)
+    return minor if minor / scale == value else None
 
 
 def card_chargeable(amount_minor: int, currency: str) -> bool:
@@ -83,14 +101,20 @@ class Money:
             raise MoneyError(f"not a number: {value!r}") from exc
         if not d.is_finite():
             raise MoneyError(f"not a finite amount: {value!r}")
+        if d.adjusted() > 18:  # far past MAX_MINOR: refuse before int() of a huge exponent
+            raise MoneyError(f"amount out of range: {str(value)[:40]}")
         scaled = d.scaleb(exponent(currency))
         if scaled != scaled.to_integral_value():
-            raise MoneyError(f"{value} has more decimal places than {currency.upper()} allows")
+            raise MoneyError(f"{str(value)[:40]} has more decimal places than {currency.upper()} allows")
         return cls(int(scaled), currency)
 
     @classmethod
     def from_vendor_number(cls, value: object, currency: str) -> Money:
         """Vendor JSON numbers arrive as floats; go through their shortest repr, never binary."""
+        if type(value) is float:
+            minor = minor_from_float(value, currency)
+            if minor is not None:
+                return cls(minor, currency)
         if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
             raise MoneyError(f"not an amount: {value!r}")
         return cls.from_decimal(repr(value) if isinstance(value, float) else value, currency)

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from app.core import entities
 from app.core.audit import raise_exception
 from app.core.clock import Clock
 from app.core.outbox import enqueue
@@ -59,6 +60,7 @@ def enqueue_notice(
         "SELECT first_name FROM contacts WHERE client_id = ? AND email = ? LIMIT 1", (client_id, to[0])
     ).fetchone()
     payload = {
+        **entities.email_tag(db, client_id),  # sent in the client's entity's name
         "template": template,
         "to": to,
         "kind": template,

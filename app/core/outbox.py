@@ -30,7 +30,12 @@ STALE_CLAIM = timedelta(minutes=10)
 
 
 class PermanentError(Exception):
-    """A handler failure that no retry will fix (bad address, validation error)."""
+    """A handler failure that no retry will fix (bad address, validation error). The entry is dead
+    and opens an exception of `exception_kind` (ref = the outbox id) that the queue can retry."""
+
+    def __init__(self, message: str, *, exception_kind: str = "outbox_dead") -> None:
+        super().__init__(message)
+        self.exception_kind = exception_kind
 
 
 class RetryableError(Exception):
@@ -39,6 +44,15 @@ class RetryableError(Exception):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ParkedError(Exception):
+    """The entry cannot run until a person fixes something outside it (the accounting connection
+    is revoked or was never made). It waits, pending, without using up an attempt, and is never
+    dead; whoever fixes the cause makes the parked entries due (see `unpark`)."""
+
+
+DEFAULT_PARK_SECONDS = 300
 
 
 def enqueue(db: Database, clock: Clock, *, kind: str, key: str, payload: Mapping[str, Any]) -> bool:
@@ -57,6 +71,7 @@ class DrainReport:
     done: int = 0
     retried: int = 0
     dead: int = 0
+    parked: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -76,7 +91,8 @@ def _claim(store: Store, clock: Clock, row_id: int) -> bool:
 
 
 def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_attempts: int,
-          base_delay_seconds: int, limit: int = 100) -> DrainReport:
+          base_delay_seconds: int, limit: int = 100,
+          park_seconds: int = DEFAULT_PARK_SECONDS) -> DrainReport:
     """Run due outbox entries. Safe to run concurrently with itself: a row is claimed by one runner."""
     report = DrainReport()
     now = clock.utc_now()
@@ -99,15 +115,25 @@ def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_at
                 raise PermanentError(f"no handler for outbox kind {row['kind']!r}")
             try:
                 handler(json.loads(row["payload_json"]), row["idem_key"])
-            except (PermanentError, RetryableError):
+            except (PermanentError, RetryableError, ParkedError):
                 raise
             except Exception as exc:
                 # A bug or an unforeseen failure in one entry must not stop the run: it is retried
                 # with backoff and, if it keeps failing, ends in the exceptions queue.
                 log.exception("outbox %s #%s raised", row["kind"], row_id)
                 raise RetryableError(f"{type(exc).__name__}: {exc}") from exc
+        except ParkedError as exc:
+            with store.write() as db:
+                db.execute(
+                    "UPDATE outbox SET status = 'pending', attempts = attempts - 1, next_attempt_at = ?, "
+                    "last_error = ?, parked_at = COALESCE(parked_at, ?) WHERE id = ?",
+                    (to_db(clock.utc_now() + timedelta(seconds=park_seconds)), str(exc)[:1000],
+                     to_db(clock.utc_now()), row_id),
+                )
+            report.parked += 1
+            log.info("outbox %s #%s waits: %s", row["kind"], row_id, exc)
         except PermanentError as exc:
-            _finish_dead(store, clock, row, str(exc))
+            _finish_dead(store, clock, row, str(exc), exception_kind=exc.exception_kind)
             report.dead += 1
             report.errors.append(f"{row['kind']} #{row_id}: {exc}")
         except RetryableError as exc:
@@ -120,8 +146,8 @@ def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_at
                     delay = max(delay, timedelta(seconds=exc.retry_after))
                 with store.write() as db:
                     db.execute(
-                        "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ? "
-                        "WHERE id = ?",
+                        "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ?, "
+                        "parked_at = NULL WHERE id = ?",
                         (to_db(clock.utc_now() + delay), str(exc)[:1000], row_id),
                     )
                 report.retried += 1
@@ -130,22 +156,35 @@ def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_at
         else:
             with store.write() as db:
                 db.execute(
-                    "UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL WHERE id = ?",
+                    "UPDATE outbox SET status = 'done', done_at = ?, last_error = NULL, parked_at = NULL "
+                    "WHERE id = ?",
                     (to_db(clock.utc_now()), row_id),
                 )
             report.done += 1
     return report
 
 
-def _finish_dead(store: Store, clock: Clock, row: Any, error: str) -> None:
+def _finish_dead(store: Store, clock: Clock, row: Any, error: str, *,
+                 exception_kind: str = "outbox_dead") -> None:
     log.error("outbox %s #%s is dead: %s", row["kind"], row["id"], error)
     with store.write() as db:
         db.execute(
-            "UPDATE outbox SET status = 'dead', last_error = ?, done_at = ? WHERE id = ?",
+            "UPDATE outbox SET status = 'dead', last_error = ?, done_at = ?, parked_at = NULL WHERE id = ?",
             (error[:1000], to_db(clock.utc_now()), row["id"]),
         )
-        raise_exception(db, clock, kind="outbox_dead", ref=str(row["id"]),
+        raise_exception(db, clock, kind=exception_kind, ref=str(row["id"]),
                         summary=f"{row['kind']} could not be delivered: {error[:200]}")
+
+
+def unpark(db: Database, clock: Clock, kinds: tuple[str, ...]) -> int:
+    """Make the parked entries of `kinds` due now (their cause was fixed); returns how many."""
+    marks = ", ".join("?" for _ in kinds)
+    cur = db.execute(
+        f"UPDATE outbox SET next_attempt_at = ? WHERE status = 'pending' AND parked_at IS NOT NULL "
+        f"AND kind IN ({marks})",
+        (to_db(clock.utc_now()), *kinds),
+    )
+    return cur.rowcount
 
 
 def oldest_pending_age(store: Store, clock: Clock) -> timedelta | None:

@@ -16,6 +16,7 @@ from sqlite_utils import Database
 
 from app.core.clock import Clock
 from app.core.keys import derive_key
+from app.core.payment_refs import payment_reference
 
 
 def after_change(
@@ -54,6 +55,7 @@ def after_change(
                 "currency": pay["currency"],
                 "reason": (failure or "your bank returned the payment").rstrip("."),
                 "payment_token": pay["token"],
+                "payment_reference": payment_reference(pay["id"]),
                 "invoices": [{"number": r["number"], "amount_minor": r["amount_minor"]} for r in invoices],
                 "pay_url": f"{base_url.rstrip('/')}/invoices",
             },

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from app.core import client_tree, entities
+from app.core.approvals import unapproved_numbers
 from app.core.audit import audit, raise_exception
 from app.core.clock import Clock, local_today, to_db
 from app.core.emails import date_long
@@ -23,6 +25,7 @@ from app.core.keys import derive_key, public_token
 from app.core.money import Money, MoneyError, card_chargeable
 from app.core.outbox import enqueue
 from app.core.payment_outcomes import after_change
+from app.core.payment_refs import payment_reference
 from app.core.store import Store
 
 log = logging.getLogger(__name__)
@@ -61,16 +64,17 @@ class Outcome:
     message: str = ""
 
 
-def _open_invoices(db, client_id: int, invoice_ids: Sequence[int]) -> dict[int, dict]:
+def _open_invoices(db, client_ids: Sequence[int], invoice_ids: Sequence[int]) -> dict[int, dict]:
     marks = ",".join("?" * len(invoice_ids))
+    owners = ",".join("?" * len(client_ids))
     rows = db.execute(
         f"SELECT i.id, i.number, i.currency, i.status, i.is_approved, b.balance_minor, "
         f"(SELECT COALESCE(SUM(a.amount_minor), 0) FROM allocations a JOIN payments p ON p.id = a.payment_id "
         f" WHERE a.invoice_id = i.id AND p.status IN ('submitted', 'requires_action', 'processing')) "
         f"AS reserved_minor "
         f"FROM invoices i JOIN invoice_balances b ON b.invoice_id = i.id "
-        f"WHERE i.client_id = ? AND i.id IN ({marks})",
-        (client_id, *invoice_ids),
+        f"WHERE i.client_id IN ({owners}) AND i.id IN ({marks})",
+        (*client_ids, *invoice_ids),
     ).fetchall()
     return {r["id"]: dict(r) for r in rows}
 
@@ -87,15 +91,22 @@ def start_payment(
     method: str = "card",
     surcharge_minor: int = 0,
     payment_method_ref: str | None = None,
+    approval_threshold: str = "",
+    for_children: bool = False,
 ) -> PaymentPlan:
     """Write a pending payment and its allocations after checking every amount.
+
+    With `for_children`, the payer (`client_id`) may also pay invoices of the clients below it
+    (app.core.client_tree): one payment of the parent, allocated to each child's invoices.
 
     Each amount must be positive, at most what the invoice still owes (less what payments in
     flight would take), in one currency, chargeable by card, and a partial amount only if
     allowed and not below the minimum. Earlier pending (never submitted) payments of this client
     that touch the same invoices are canceled, so an abandoned checkout cannot be paid later on
     top of this one. `surcharge_minor` (card surcharge, see app.core.surcharge) is added to the
-    amount charged and never allocated. Raises PaymentRequestError; writes nothing in that case.
+    amount charged and never allocated. An invoice that awaits an approver's OK (the client's
+    override threshold, else `approval_threshold`, the TOML portal.approval_threshold; see
+    app.core.approvals) is refused whoever asks. Raises PaymentRequestError; writes nothing then.
     """
     if not items:
         raise PaymentRequestError("Choose at least one invoice to pay.")
@@ -103,16 +114,26 @@ def start_payment(
     if len(set(ids)) != len(ids):
         raise PaymentRequestError("An invoice appears twice in this payment.")
     with store.write() as db:
-        invoices = _open_invoices(db, client_id, ids)
+        payable_by = client_tree.payable_family(db, client_id) if for_children else [client_id]
+        invoices = _open_invoices(db, payable_by, ids)
         currencies = {inv["currency"] for inv in invoices.values()}
         if len(invoices) != len(ids):
             raise PaymentRequestError("One of the invoices is not available for payment.")
+        try:  # one charge goes through one entity's Stripe account and books
+            entities.check_one_entity(db, client_id, ids)
+        except entities.EntityError as exc:
+            raise PaymentRequestError(str(exc)) from None
         if len(currencies) != 1:
             raise PaymentRequestError("Invoices in different currencies must be paid separately.")
         currency = currencies.pop()
         for it in items:
             inv = invoices[it.invoice_id]
             _check_item(inv, it.amount_minor, allow_partial=allow_partial, minimum_partial=minimum_partial)
+        waiting = unapproved_numbers(db, ids, default_threshold=approval_threshold)
+        if waiting:
+            raise PaymentRequestError(
+                f"Invoice {', '.join(waiting)} needs an approver's OK before it can be paid."
+            )
         if surcharge_minor < 0 or (surcharge_minor and method != "card"):
             raise PaymentRequestError("A surcharge applies to card payments only.")
         total = sum(it.amount_minor for it in items) + surcharge_minor
@@ -331,11 +352,13 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
     )
     paid_on = local_today(clock, timezone).isoformat()
     allocs = db.execute(
-        "SELECT a.id, a.amount_minor, i.id AS invoice_id, i.number, i.remote_id, i.source, b.balance_minor "
+        "SELECT a.id, a.amount_minor, i.id AS invoice_id, i.number, i.remote_id, i.source, b.balance_minor, "
+        "i.client_id, ic.name AS client_name, ic.remote_id AS client_remote_id "
         "FROM allocations a JOIN invoices i ON i.id = a.invoice_id "
-        "JOIN invoice_balances b ON b.invoice_id = i.id "
-        "WHERE a.payment_id = ? ORDER BY i.number",
-        (payment_id,),
+        "JOIN invoice_balances b ON b.invoice_id = i.id JOIN clients ic ON ic.id = i.client_id "
+        # The payer's own invoices first, then each other company's (a parent paying for its children).
+        "WHERE a.payment_id = ? ORDER BY i.client_id != ?, ic.name COLLATE NOCASE, i.number",
+        (payment_id, pay["client_id"]),
     ).fetchall()
     client = db.execute("SELECT * FROM clients WHERE id = ?", (pay["client_id"],)).fetchone()
     for a in allocs:
@@ -381,6 +404,8 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
             "client_name": client["name"],
             "client_remote_id": client["remote_id"],
             "allocations": [[a["number"], a["amount_minor"]] for a in allocs],
+            # The company of each allocation's invoice (the payer's children when a parent pays).
+            "allocation_clients": [[a["client_name"], a["client_remote_id"]] for a in allocs],
         },
     )
     recipients = [
@@ -417,15 +442,20 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
                     "currency": pay["currency"],
                     "paid_on": date_long(paid_on),
                     "method_label": _method_label(pay["method"]),
-                    "payment_token": pay["token"],
+                    "payment_token": pay["token"],  # finds the email from the payment (admin)
+                    "payment_reference": payment_reference(payment_id),
                     "allocations": [
                         {
                             "number": a["number"],
                             "amount_minor": a["amount_minor"],
                             "balance_minor": max(0, a["balance_minor"]),
+                            "company": a["client_name"],
                         }
                         for a in allocs
                     ],
+                    # Named when the payment covers invoices of more than one company.
+                    "companies": list(dict.fromkeys(a["client_name"] for a in allocs))
+                    if len({a["client_id"] for a in allocs}) > 1 else [],
                 },
             },
         )

@@ -13,6 +13,7 @@ from app.core.audit import audit
 from app.core.clock import Clock
 from app.core.keys import derive_key
 from app.core.outbox import enqueue
+from app.core.payment_refs import payment_reference
 from app.core.store import Store
 
 
@@ -40,6 +41,8 @@ def resend_receipt(store: Store, clock: Clock, payment_id: int, *, actor: str) -
             ).fetchone()[0]
         )
         payload = json.loads(original["payload_json"])
+        # A receipt first queued before the reference was in emails gets it now.
+        payload.setdefault("context", {}).setdefault("payment_reference", payment_reference(payment_id))
         enqueue(
             db,
             clock,

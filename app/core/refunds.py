@@ -253,6 +253,9 @@ def _send(services: Services, refund_id: int) -> RefundResult:
         "WHERE r.id = ?",
         (refund_id,),
     )
+    from app.entity_services import for_payment_id
+
+    services = for_payment_id(services, row["payment_id"])  # back through the account that charged
     try:
         state = services.gateway.create_refund(
             intent_id=row["intent_id"],
@@ -302,9 +305,12 @@ def resolve_refunds(services: Services, *, older_than_seconds: int = 120) -> int
         if age < older_than_seconds:
             continue
         try:
+            from app.entity_services import for_payment_id
+
             found = [
                 r
-                for r in services.gateway.list_refunds(intent_id=row["intent_id"])
+                for r in for_payment_id(services, row["payment_id"]).gateway.list_refunds(
+                    intent_id=row["intent_id"])
                 if r.metadata.get("refund_token") == row["token"]
             ]
         except Exception as exc:

@@ -78,10 +78,19 @@ class Aging:
         return self.total_minor - self.buckets["current"]
 
 
-def aging(store: Store, today: date) -> list[Aging]:
+def _of_entity(entity_id: int | None, client_column: str) -> tuple[str, tuple[int, ...]]:
+    """The SQL condition (and its parameter) narrowing to one entity's clients; none for all."""
+    if entity_id is None:
+        return "", ()
+    return f" AND {client_column} IN (SELECT id FROM clients WHERE entity_id = ?)", (entity_id,)
+
+
+def aging(store: Store, today: date, entity_id: int | None = None) -> list[Aging]:
     """Open AR by currency and aging bucket, the entity's currencies in alphabetical order."""
     out: dict[str, Aging] = {}
-    for r in store.all(f"SELECT i.currency, i.due_on, b.balance_minor {_AR} AND b.balance_minor > 0"):
+    cond, params = _of_entity(entity_id, "i.client_id")
+    for r in store.all(f"SELECT i.currency, i.due_on, b.balance_minor {_AR} AND b.balance_minor > 0{cond}",
+                       params):
         ag = out.setdefault(r["currency"], Aging(r["currency"]))
         bucket = bucket_of((today - date.fromisoformat(r["due_on"])).days)
         ag.buckets[bucket] += r["balance_minor"]
@@ -105,20 +114,24 @@ class Dso:
         )
 
 
-def dso(store: Store, today: date, period_days: int) -> list[Dso]:
+def dso(store: Store, today: date, period_days: int, entity_id: int | None = None) -> list[Dso]:
+    """Days sales outstanding by currency (of one entity's clients when `entity_id` is given)."""
     since = (today - timedelta(days=period_days)).isoformat()
+    cond, params = _of_entity(entity_id, "i.client_id")
     ar = {
         r["currency"]: r["ar"]
         for r in store.all(
-            f"SELECT i.currency, SUM(b.balance_minor) AS ar {_AR} AND b.balance_minor > 0 GROUP BY i.currency"
+            f"SELECT i.currency, SUM(b.balance_minor) AS ar {_AR} AND b.balance_minor > 0{cond} "
+            f"GROUP BY i.currency",
+            params,
         )
     }
     invoiced = {
         r["currency"]: r["billed"]
         for r in store.all(
-            f"SELECT i.currency, SUM(i.total_minor) AS billed {_AR} AND i.issued_on > ? AND i.issued_on <= ? "
-            f"GROUP BY i.currency",
-            (since, today.isoformat()),
+            f"SELECT i.currency, SUM(i.total_minor) AS billed {_AR} AND i.issued_on > ? AND i.issued_on <= ?"
+            f"{cond} GROUP BY i.currency",
+            (since, today.isoformat(), *params),
         )
     }
     return [
@@ -135,14 +148,17 @@ def utc_midnight(day: date, tz: ZoneInfo) -> str:
     return to_db(datetime(day.year, day.month, day.day, tzinfo=tz))
 
 
-def collected_in(store: Store, start: date, end: date, tz: ZoneInfo) -> dict[str, int]:
+def collected_in(
+    store: Store, start: date, end: date, tz: ZoneInfo, entity_id: int | None = None
+) -> dict[str, int]:
     """Succeeded payments by currency whose success falls on local dates [start, end)."""
+    cond, params = _of_entity(entity_id, "client_id")
     return {
         r["currency"]: r["total"]
         for r in store.all(
             "SELECT currency, SUM(amount_minor) AS total FROM payments WHERE status = 'succeeded' "
-            "AND succeeded_at >= ? AND succeeded_at < ? GROUP BY currency",
-            (utc_midnight(start, tz), utc_midnight(end, tz)),
+            f"AND succeeded_at >= ? AND succeeded_at < ?{cond} GROUP BY currency",
+            (utc_midnight(start, tz), utc_midnight(end, tz), *params),
         )
     }
 
@@ -154,21 +170,21 @@ class Collected:
     last_month_minor: int
 
 
-def collected(store: Store, today: date, tz: ZoneInfo) -> list[Collected]:
+def collected(store: Store, today: date, tz: ZoneInfo, entity_id: int | None = None) -> list[Collected]:
     this_start, last_start = month_start(today), month_start(today, 1)
-    this = collected_in(store, this_start, month_start(today, -1), tz)
-    last = collected_in(store, last_start, this_start, tz)
+    this = collected_in(store, this_start, month_start(today, -1), tz, entity_id)
+    last = collected_in(store, last_start, this_start, tz, entity_id)
     return [Collected(c, this.get(c, 0), last.get(c, 0)) for c in sorted(this.keys() | last.keys())]
 
 
 def monthly_collections(
-    store: Store, today: date, tz: ZoneInfo, months: int = 6
+    store: Store, today: date, tz: ZoneInfo, months: int = 6, entity_id: int | None = None
 ) -> list[tuple[date, dict[str, int]]]:
     """(first day of month, collected by currency) for the last `months` months, oldest first."""
     return [
         (
             month_start(today, back),
-            collected_in(store, month_start(today, back), month_start(today, back - 1), tz),
+            collected_in(store, month_start(today, back), month_start(today, back - 1), tz, entity_id),
         )
         for back in range(months - 1, -1, -1)
     ]
@@ -290,16 +306,20 @@ def upcoming_autopay(store: Store, today: date, days: int = 14) -> list[Upcoming
     return sorted(out, key=lambda u: (u.charge_on, u.client_name, u.invoice_numbers))
 
 
-def failed_payments(store: Store, since: datetime, limit: int = 10) -> tuple[int, list[sqlite3.Row]]:
-    """(how many, the latest `limit`) payments that failed since `since`."""
+def failed_payments(
+    store: Store, since: datetime, limit: int = 10, entity_id: int | None = None
+) -> tuple[int, list[sqlite3.Row]]:
+    """(how many, the latest `limit`) payments that failed since `since` (of one entity's clients)."""
+    cond, params = _of_entity(entity_id, "p.client_id")
     where = (
         "FROM payments p JOIN clients c ON c.id = p.client_id WHERE p.status = 'failed' AND p.updated_at >= ?"
+        f"{cond}"
     )
-    count = int(store.scalar(f"SELECT COUNT(*) {where}", (to_db(since),)) or 0)
+    count = int(store.scalar(f"SELECT COUNT(*) {where}", (to_db(since), *params)) or 0)
     rows = store.all(
         f"SELECT p.id, p.token, p.amount_minor, p.currency, p.method, p.updated_at, p.failure_reason, "
         f"c.name AS client_name, c.id AS client_id {where} ORDER BY p.updated_at DESC LIMIT ?",
-        (to_db(since), limit),
+        (to_db(since), *params, limit),
     )
     return count, rows
 

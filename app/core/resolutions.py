@@ -73,5 +73,8 @@ def retry_outbox(db: Database, clock: Clock, outbox_id: int, *, actor: str) -> N
         raise ResolutionError("Only a dead outbox entry can be retried.")
     # NOTE: deleted, not resolved: exceptions are unique per (kind, ref), and an entry that dies
     # again must open a new one. The audit entry below keeps the history.
-    db.execute("DELETE FROM exceptions WHERE kind = 'outbox_dead' AND ref = ?", (str(outbox_id),))
+    db.execute(
+        "DELETE FROM exceptions WHERE kind IN ('outbox_dead', 'accounting_match') AND ref = ?",
+        (str(outbox_id),),
+    )
     audit(db, clock, actor=actor, action="outbox.retried", target=f"outbox:{outbox_id}")

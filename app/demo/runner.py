@@ -25,10 +25,26 @@ WEBHOOK_SECRET = "whsec_cashloop_demo"  # noqa: S105 - fixed secret of the loopb
 log = logging.getLogger(__name__)
 
 
+def _settle_bank_debits_after(api_base: str, *, seconds: int) -> None:
+    """Tell the double's extension to settle bank debits by themselves (its control endpoint; the
+    extension itself lives in tests/ and runs inside the double's process, not this one)."""
+    import requests
+
+    requests.post(f"{api_base}/_config/ext/config", data={"ach_settle_after_seconds": seconds},
+                  timeout=10).raise_for_status()
+
+
 def demo_config(
-    *, data_dir: Path, port: int, stripe_base: str, smtp_port: int, secret_key: str, today: date | None = None
+    *,
+    data_dir: Path,
+    port: int,
+    stripe_base: str,
+    smtp_port: int,
+    secret_key: str,
+    today: date | None = None,
+    ach: bool = False,
 ) -> str:
-    """The TOML the demo runs on (also what the tests start from)."""
+    """The TOML the demo runs on (also what the tests start from); `ach` offers bank accounts."""
     return f"""
 [cashloop]
 base_url = "http://127.0.0.1:{port}"
@@ -54,6 +70,7 @@ publishable_key = "pk_test_123"
 webhook_secret = "{WEBHOOK_SECRET}"
 api_base = "{stripe_base}"
 js_url = "{stripe_base}/js.stripe.com/v3/"
+ach_enabled = {"true" if ach else "false"}
 
 [email]
 host = "127.0.0.1"
@@ -157,11 +174,23 @@ def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: boo
         logging.getLogger(noisy).setLevel(logging.WARNING)
     data_dir = data_dir.resolve()
     _prepare(data_dir, fresh=fresh)
+    # In a checkout, the tests' extension of localstripe (tests/stripe_ext.py) adds bank accounts
+    # (ACH) to the double, with debits that settle by themselves a minute later.
+    extension = (Path(__file__).resolve().parents[2] / "tests" / "stripe_ext.py").exists()
     try:
-        double = StripeDouble(state=data_dir / "stripe-state.pickle").start()
+        double = StripeDouble(
+            state=data_dir / "stripe-state.pickle", extensions=("tests.stripe_ext",) if extension else ()
+        ).start()
     except StripeDoubleError as exc:
         print(f"cashloop demo: the Stripe double did not start: {exc}", file=sys.stderr)
         return 1
+    if extension:
+        try:
+            _settle_bank_debits_after(double.api_base, seconds=60)
+        except OSError as exc:
+            double.stop()
+            print(f"cashloop demo: the Stripe double did not take its settings: {exc}", file=sys.stderr)
+            return 1
     sink = MailSink(maildir=data_dir / "mail")
     sink.start()
     sched = None
@@ -172,6 +201,7 @@ def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: boo
             stripe_base=double.api_base,
             smtp_port=sink.port,
             secret_key=_secret(data_dir),
+            ach=extension,
         )
         (data_dir / "config.toml").write_text(toml)
         cfg: Config = parse_config(toml, source=str(data_dir / "config.toml"))
@@ -217,6 +247,7 @@ def _banner(port: int, logins: list[tuple[str, str]], data_dir: Path, stripe_bas
         f"  Admin:         http://127.0.0.1:{port}/admin  {DEMO_ADMIN} / {DEMO_PASSWORD}",
         f"                 (second factor: the TOTP secret and recovery codes in {admin_notes})",
         "  Test card:     4242 4242 4242 4242, any future expiry (MM and YY), any CVC and postal code",
+        "  Test bank:     \"Succeeds\" in the bank dialog (ACH); the debit settles a minute later",
         f"  Stripe double: {stripe_base}",
         f"  Sent email:    {data_dir / 'mail'} (Maildir)",
         f"  Journal CSV:   {data_dir / 'journal.csv'}",

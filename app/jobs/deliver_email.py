@@ -33,6 +33,11 @@ def send_email(services: Services, payload: dict[str, Any], key: str) -> None:
     except Exception as exc:  # a broken override template must not retry forever
         raise PermanentError(f"template {payload['template']!r} failed to render: {exc}") from exc
     to = list(payload["to"])
+    attachments = []
+    if payload.get("attachments"):
+        from app.core.statements_mail import render_attachments
+
+        attachments = render_attachments(services, payload["attachments"])
     try:
         message = mailer.compose(
             to=to,
@@ -41,8 +46,9 @@ def send_email(services: Services, payload: dict[str, Any], key: str) -> None:
             html=rendered.html,
             from_address=cfg.email.from_address,
             from_name=cfg.email.from_name or cfg.branding.name,
-            reply_to=cfg.branding.support_email or None,
+            reply_to=cfg.email.reply_to or cfg.branding.support_email or None,
             message_id_key=key,
+            attachments=attachments,
             sent_at=services.clock.utc_now(),
         )
     except ValueError as exc:  # a recipient that is not one address: no retry will fix it
@@ -60,6 +66,13 @@ def send_email(services: Services, payload: dict[str, Any], key: str) -> None:
                     db.execute(
                         "UPDATE contacts SET email_refused_at = ?, email_refused_reason = ? WHERE email = ?",
                         (to_db(services.clock.utc_now()), str(exc)[:300], addr),
+                    )
+                    # Also for addresses that are no contact (a client's extra recipients).
+                    db.execute(
+                        "INSERT INTO email_refusals (address, refused_at, reason) VALUES (?, ?, ?) "
+                        "ON CONFLICT (address) DO UPDATE SET refused_at = excluded.refused_at, "
+                        "reason = excluded.reason",
+                        (addr, to_db(services.clock.utc_now()), str(exc)[:300]),
                     )
                     raise_exception(
                         db,

@@ -9,7 +9,8 @@ from typing import Any
 from app.core import outbox
 from app.core.clock import to_db
 from app.core.outbox import DrainReport, PermanentError, RetryableError
-from app.jobs import dispute_notes, method_detach, reversal_handlers
+from app.entity_services import for_email, for_payment_token
+from app.jobs import accounting_deposit, accounting_errors, dispute_notes, method_detach, reversal_handlers
 from app.jobs.deliver_email import send_email
 from app.services import Services
 from sync.base import ConnectorError, JournalPayment, PaymentWriteBack
@@ -59,8 +60,9 @@ def psa_payment(services: Services):
 
 def journal_payment(services: Services):
     def handle(payload: dict[str, Any], key: str) -> str | None:
-        sink = services.accounting
-        try:
+        books = for_payment_token(services, payload["payment_token"])  # the books of the payment's entity
+        with accounting_errors.booking(books):
+            sink = books.accounting
             remote = sink.push_payment(
                 JournalPayment(
                     payment_token=payload["payment_token"],
@@ -73,13 +75,10 @@ def journal_payment(services: Services):
                     client_remote_id=payload["client_remote_id"],
                     allocations=tuple((n, a) for n, a in payload["allocations"]),
                     surcharge_minor=payload.get("surcharge_minor", 0),
+                    allocation_clients=tuple((c, r) for c, r in payload.get("allocation_clients", [])),
                 ),
                 key=key,
             )
-        except ConnectorError as exc:
-            raise _vendor(exc) from exc
-        except OSError as exc:
-            raise RetryableError(f"journal file: {exc}") from exc
         _record_ref(services, "journal_payment", payload["payment_id"], sink.kind, remote)
         return remote
 
@@ -88,10 +87,13 @@ def journal_payment(services: Services):
 
 def handlers(services: Services) -> dict[str, Any]:
     return {
-        "email": reversal_handlers.unless_moot(services, lambda p, key: send_email(services, p, key)),
+        "email": reversal_handlers.unless_moot(
+            services, lambda p, key: send_email(for_email(services, p), p, key)  # in its entity's name
+        ),
         **reversal_handlers.handlers(services),
         "psa_payment": psa_payment(services),
         "journal_payment": journal_payment(services),
+        "accounting_deposit": accounting_deposit.handler(services),
         "psa_dispute_note": dispute_notes.handler(services),
         "stripe_detach_method": method_detach.handler(services),
     }
@@ -107,7 +109,9 @@ def run(services: Services, *, limit: int = 100) -> DrainReport:
         max_attempts=cfg.max_attempts,
         base_delay_seconds=cfg.base_delay_seconds,
         limit=limit,
+        park_seconds=cfg.park_seconds,
     )
-    if report.done or report.retried or report.dead:
-        log.info("outbox: %d done, %d retried, %d dead", report.done, report.retried, report.dead)
+    if report.done or report.retried or report.dead or report.parked:
+        log.info("outbox: %d done, %d retried, %d dead, %d waiting", report.done, report.retried, report.dead,
+                 report.parked)
     return report

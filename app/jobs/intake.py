@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from app.core import client_tree, entities
 from app.core.audit import raise_exception
 from app.core.clock import Clock, to_db
 from app.core.keys import public_token
@@ -43,6 +44,9 @@ class Skip(Exception):
 
 def _raw(record: Any) -> str:
     raw = getattr(record, "raw", None)
+    text = getattr(raw, "json_text", None)
+    if text is not None:  # the connector kept the record's text as received (no re-encoding)
+        return str(text)
     if raw:
         # The vendor's own key order (stable from one response to the next); sorting the keys of a
         # 100,000-invoice backfill costs more than everything else the digest needs.
@@ -53,20 +57,24 @@ def _raw(record: Any) -> str:
 # Bump when a connector's mapping starts making something else of the same vendor record, so that
 # the next poll rewrites what an older release stored (a digest match would otherwise skip it).
 DIGEST_VERSION = 1
+_DIGEST_PREFIX = f"{DIGEST_VERSION}\x00".encode()
 
 
 def source_digest(raw_json: str, record: Any) -> str:
     """Digest of the vendor record and of what the mapping made of it (settings change mappings)."""
     mapped = _invoice_signature(record) if isinstance(record, RemoteInvoice) else _mapped(record)
-    text = f"{DIGEST_VERSION}\x00{raw_json}\x00{mapped}"
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    # The digest of that text, hashed in parts (no copy of the record's text).
+    h = hashlib.blake2b(_DIGEST_PREFIX, digest_size=16)
+    h.update(raw_json.encode())
+    h.update(f"\x00{mapped}".encode())
+    return h.hexdigest()
 
 
 def _invoice_signature(inv: RemoteInvoice) -> str:
     # What the settings can change in the mapping of one record (status mapping, default currency,
     # kinds), and the money: the rest follows from the raw record and DIGEST_VERSION.
-    line_minor = sum(ln.amount_minor for ln in inv.lines)
-    line_tax = sum(ln.tax_minor for ln in inv.lines)
+    line_minor = sum([ln.amount_minor for ln in inv.lines])
+    line_tax = sum([ln.tax_minor for ln in inv.lines])
     return (
         f"{inv.number}|{inv.company_remote_id}|{inv.kind}|{inv.currency}|{inv.issued_on}|{inv.due_on}|"
         f"{inv.subtotal_minor}|{inv.tax_minor}|{inv.total_minor}|{inv.paid_minor}|{inv.is_void}|"
@@ -124,17 +132,22 @@ def upsert_company(db: Database, clock: Clock, source: str, entity_id: int, c: R
     raw_json = _raw(c)
     digest = source_digest(raw_json, c)
     existing = db.execute(
-        "SELECT id, source_hash FROM clients WHERE source = ? AND remote_id = ?", (source, c.remote_id)
+        "SELECT id, source_hash, entity_id, entity_pinned FROM clients WHERE source = ? AND remote_id = ?",
+        (source, c.remote_id),
     ).fetchone()
     if existing and existing["source_hash"] == digest:
         return "unchanged"
+    try:
+        entity_id = entities.assign_on_intake(db, clock, source, c, default_id=entity_id, existing=existing)
+    except entities.EntityError as exc:
+        raise Skip(str(exc)) from None
     now = to_db(clock.utc_now())
     updated = to_db(c.updated_at) if c.updated_at else None
     if existing:
         db.execute(
             "UPDATE clients SET name = ?, identifier = ?, raw_json = ?, source_updated_at = ?, "
-            "source_hash = ?, synced_at = ? WHERE id = ?",
-            (c.name, c.identifier, raw_json, updated, digest, now, existing["id"]),
+            "source_hash = ?, synced_at = ?, entity_id = ? WHERE id = ?",
+            (c.name, c.identifier, raw_json, updated, digest, now, entity_id, existing["id"]),
         )
         result = "updated"
     else:
@@ -155,12 +168,8 @@ def upsert_company(db: Database, clock: Clock, source: str, entity_id: int, c: R
             ),
         )
         result = "created"
-    if c.parent_remote_id:
-        db.execute(
-            "UPDATE clients SET parent_id = (SELECT id FROM clients WHERE source = ? AND remote_id = ?) "
-            "WHERE source = ? AND remote_id = ?",
-            (source, c.parent_remote_id, source, c.remote_id),
-        )
+    # Also links children synced before this company; a parent set in the admin is kept.
+    client_tree.link_from_psa(db, clock, source, c.remote_id, c.parent_remote_id)
     if c.billing_contact_remote_id:
         # The company names its billing contact; that contact pays, whatever its own types say.
         db.execute(
@@ -274,15 +283,13 @@ def _ours(db: Database, invoice_id: int) -> int:
 
 
 def _check_amounts(inv: RemoteInvoice) -> None:
+    top = MAX_MINOR
     if (
-        max(
-            abs(inv.total_minor),
-            abs(inv.subtotal_minor),
-            abs(inv.tax_minor),
-            abs(inv.paid_minor),
-            *(abs(ln.amount_minor) for ln in inv.lines),
-        )
-        < MAX_MINOR
+        -top < inv.total_minor < top
+        and -top < inv.subtotal_minor < top
+        and -top < inv.tax_minor < top
+        and -top < inv.paid_minor < top
+        and all([-top < ln.amount_minor < top for ln in inv.lines])
     ):
         return
     amounts = {

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from app.core.outbox import PermanentError, RetryableError
+from app.entity_services import for_client
 from app.services import Services
 from sync.base import ConnectorError
 
@@ -19,7 +20,11 @@ log = logging.getLogger(__name__)
 
 def handler(services: Services):
     def handle(payload: dict[str, Any], key: str) -> str | None:
-        detach = getattr(services.gateway, "detach_method", None)
+        # Detached in the Stripe account of the entity whose client saved it.
+        client_id = services.store.scalar(
+            "SELECT client_id FROM payment_methods WHERE processor_ref = ?", (payload["processor_ref"],))
+        svc = services if client_id is None else for_client(services, int(client_id))
+        detach = getattr(svc.gateway, "detach_method", None)
         if detach is None:
             log.info(
                 "payment method %s removed in Cashloop; this gateway cannot detach it",

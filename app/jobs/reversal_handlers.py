@@ -16,6 +16,7 @@ from typing import Any
 from app.core.audit import raise_exception
 from app.core.notices import is_moot
 from app.core.outbox import PermanentError, RetryableError
+from app.jobs import accounting_errors
 from app.services import Services
 from sync.base import ConnectorError, JournalReversal, PaymentWriteBack
 
@@ -31,8 +32,11 @@ def _vendor(exc: ConnectorError) -> Exception:
 
 def journal_reversal(services: Services) -> Handler:
     def handle(payload: dict[str, Any], key: str) -> str | None:
-        sink = services.accounting
-        try:
+        from app.entity_services import for_payment_token
+
+        books = for_payment_token(services, payload["payment_token"])  # the books of the payment's entity
+        with accounting_errors.booking(books):
+            sink = books.accounting
             return sink.push_reversal(
                 JournalReversal(
                     kind=payload["kind"],
@@ -50,10 +54,6 @@ def journal_reversal(services: Services) -> Handler:
                 ),
                 key=key,
             )
-        except ConnectorError as exc:
-            raise _vendor(exc) from exc
-        except OSError as exc:
-            raise RetryableError(f"journal file: {exc}") from exc
 
     return handle
 

@@ -155,6 +155,7 @@ def _charge(
         retry_days=cfg.autopay.retry_days,
         run_time=cfg.autopay.run_time,
         tz=cfg.tz,
+        approval_threshold=cfg.portal.approval_threshold,
     )
     if payment_id is None:
         return

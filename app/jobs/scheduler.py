@@ -175,7 +175,7 @@ def start(services: Services) -> Scheduler:
 
 def _begin(sched: Scheduler, fh: IO[str]) -> None:
     from app import checkout
-    from app.jobs import drain_outbox, poll_psa, send_reminders
+    from app.jobs import drain_outbox, poll_psa, reconcile_payouts, send_reminders
 
     services = sched.services
     cfg = services.config
@@ -201,6 +201,13 @@ def _begin(sched: Scheduler, fh: IO[str]) -> None:
         seconds=60,
         id="recover_payments", name="recover_payments",
     )
+    # Payouts a webhook did not bring (box down, delivery given up) are booked from Stripe's list.
+    aps.add_job(
+        _job(sched, "reconcile_payouts", lambda: reconcile_payouts.run(services)),
+        "interval",
+        minutes=cfg.stripe.payout_reconcile_minutes,
+        id="reconcile_payouts", name="reconcile_payouts",
+    )
     # Reminders at the local send time (a cron trigger in the MSP's zone keeps 09:00 at 09:00
     # across DST), and once at start-up: a run missed while the service was down goes out once,
     # late. The job itself does nothing before the send time and never sends a step twice.
@@ -211,10 +218,21 @@ def _begin(sched: Scheduler, fh: IO[str]) -> None:
         id="send_reminders", name="send_reminders",
         next_run_time=services.clock.utc_now(),
     )
+    # Monthly statements on the 1st at the same local time, and once at start-up (a 1st missed
+    # while down sends once, late; a month is decided once per client).
+    from app.jobs import send_statements
+
+    aps.add_job(
+        _job(sched, "send_statements", lambda: send_statements.run(services)),
+        CronTrigger(day=1, hour=hour, minute=minute, timezone=cfg.tz),
+        id="send_statements", name="send_statements",
+        next_run_time=services.clock.utc_now(),
+    )
     if cfg.autopay.enabled:
         _add_autopay(sched)
     if cfg.ops.backup.enabled:
         _add_backup(sched)
+    _add_tieout(sched)
     sched.lock = fh  # keep the fd open as long as we run: closing it releases the lock
     aps.start()
     log.info(
@@ -267,6 +285,21 @@ def _add_autopay(sched: Scheduler) -> None:
         "interval",
         minutes=5,
         id="autopay_recover", name="autopay_recover",
+    )
+
+
+def _add_tieout(sched: Scheduler) -> None:
+    """The tie-out of yesterday once a local day at `ops.tieout_time` (read-only towards every
+    system; a day missed while down is not made up: `cashloop tieout --from` runs any period)."""
+    from app.jobs import tie_out
+    from app.jobs.daily_trigger import DailyAtLocalTime
+
+    cfg = sched.services.config
+    sched.apscheduler.add_job(
+        _job(sched, "tieout", lambda: tie_out.run(sched.services)),
+        DailyAtLocalTime(cfg.ops.tieout_time, cfg.tz),
+        id="tieout", name="tieout",
+        misfire_grace_time=6 * 3600,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from app.core import faults
+from app.core import client_overrides, entities, faults
 from app.core.audit import raise_exception
 from app.core.cadence import QuietDays, due_step, step_date
 from app.core.clock import to_db
@@ -56,7 +56,7 @@ def _quiet(services: Services) -> QuietDays:
 
 _CANDIDATES = """
 SELECT i.id, i.client_id, i.number, i.currency, i.due_on, i.total_minor, b.balance_minor,
-       c.name AS client_name
+       c.name AS client_name, c.token AS client_token
 FROM invoices i
 JOIN invoice_balances b ON b.invoice_id = i.id
 JOIN clients c ON c.id = i.client_id
@@ -155,11 +155,8 @@ def _remind_client(
             due.append((inv, step))
         if not due:
             return
-        recipients = db.execute(
-            "SELECT email, first_name FROM contacts WHERE client_id = ? AND role = 'billing' "
-            "AND is_active = 1 AND email IS NOT NULL AND email_refused_at IS NULL ORDER BY email",
-            (client_id,),
-        ).fetchall()
+        # Billing contacts plus the admin's extra addresses, each once, none that was refused.
+        recipients = client_overrides.recipients(db, client_id)
         if not recipients:
             # Nobody to write to: the steps stay undecided (they go once an address arrives) and
             # a person is told, once.
@@ -236,7 +233,7 @@ def subject_for(items: list[dict[str, Any]], today: date) -> str:
 def _enqueue_message(
     db: Database,
     services: Services,
-    person: Any,
+    person: client_overrides.Recipient,
     due: list[tuple[Any, int]],
     today: date,
     items_key: list[tuple[int, int]],
@@ -262,31 +259,39 @@ def _enqueue_message(
     totals: dict[str, int] = defaultdict(int)
     for it in items:
         totals[it["currency"]] += it["balance_minor"]
-    token = issue_token(
-        db,
-        services.clock,
-        email=person["email"],
-        purpose="magic",
-        ttl=timedelta(days=cfg.reminders.link_days),
-    )
+    base = cfg.cashloop.base_url.rstrip("/")
+    if person.is_contact:
+        token = issue_token(
+            db,
+            services.clock,
+            email=person.email,
+            purpose="magic",
+            ttl=timedelta(days=cfg.reminders.link_days),
+        )
+        # The link signs in acting for the company the message is about (a person may have several).
+        link = f"{base}/magic/{token}?company={due[0][0]['client_token']}"
+        expires_days = cfg.reminders.link_days
+    else:  # an extra address has no portal account to sign in to: the link is the portal's door
+        link, expires_days = f"{base}/login", 0
     client_name = due[0][0]["client_name"]
     enqueue(
         db,
         services.clock,
         kind="email",
-        key=derive_key("reminder", items=items_key, on=today.isoformat(), to=person["email"].lower()),
+        key=derive_key("reminder", items=items_key, on=today.isoformat(), to=person.email.lower()),
         payload={
+            **entities.email_tag(db, due[0][0]["client_id"]),  # sent in the client's entity's name
             "template": "reminder",
-            "to": [person["email"]],
+            "to": [person.email],
             "kind": "reminder",
             "context": {
-                "contact_first_name": person["first_name"] or "",
+                "contact_first_name": person.first_name,
                 "client_name": client_name,
                 "subject": subject_for(items, today),
                 "items": items,
                 "totals": [{"currency": c, "amount_minor": a} for c, a in sorted(totals.items())],
-                "link": f"{cfg.cashloop.base_url.rstrip('/')}/magic/{token}",
-                "expires_days": cfg.reminders.link_days,
+                "link": link,
+                "expires_days": expires_days,
             },
         },
     )

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from flask import Flask, Response, current_app, jsonify, render_template, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
@@ -24,8 +24,18 @@ SESSION_IDLE = timedelta(hours=12)
 
 
 def services() -> Services:
-    """The `Services` of the app handling the current request."""
-    return current_app.extensions["cashloop"]
+    """The `Services` of the app handling the current request: for a portal request, the view of
+    the signed-in client's billing entity (its Stripe account, books and branding)."""
+    base: Services = current_app.extensions["cashloop"]
+    if not base.config.entities:
+        return base
+    # flask-login's loaded user (never loaded from here: the user loader itself calls services()).
+    client_id = getattr(g.get("_login_user"), "client_id", None)
+    if client_id is None:
+        return base
+    from app.entity_services import for_client
+
+    return for_client(base, client_id)
 
 
 def today() -> date:
@@ -36,7 +46,7 @@ def today() -> date:
 
 def create_app(services: Services) -> Flask:
     """Build the portal app for `services`; does no I/O beyond reading config."""
-    from app.web import admin, auth, health, portal, session, webhooks
+    from app.web import admin, auth, entity_branding, health, portal, session, webhooks
     from app.web.filters import register_filters
 
     config = services.config
@@ -66,6 +76,7 @@ def create_app(services: Services) -> Flask:
     csrf = CSRFProtect(app)
     session.init_login(app)
     register_filters(app, config)
+    entity_branding.init_app(app)
     SecurityHeaders(config, is_https=is_https).init_app(app)
 
     app.register_blueprint(auth.bp)
@@ -84,9 +95,10 @@ def create_app(services: Services) -> Flask:
 def _theme_css() -> Response:
     # NOTE: the brand colour lives in its own stylesheet so the CSP can forbid inline styles;
     # config validation guarantees it is a #rrggbb value.
+    from app.web import entity_branding
     from app.web.theme import theme_css
 
-    body = theme_css(services().config.branding)
+    body = theme_css(entity_branding.theme_branding(request.args.get("entity")))
     return Response(body, mimetype="text/css", headers={"Cache-Control": "public, max-age=300"})
 
 

@@ -136,10 +136,10 @@ def magic_sign_in(token: str) -> Any:
     if request.method == "GET":
         if logins.peek_token(svc.store.db, svc.clock, token, "magic") is None:
             return _link_invalid()
-        return render_template("magic_confirm.html", token=token)
+        return render_template("magic_confirm.html", token=token, company=request.args.get("company"))
     with svc.store.write() as db:
         email = logins.consume_token(db, svc.clock, token, "magic")
-    if email is None or not sign_in(email):
+    if email is None or not sign_in(email, request.args.get("company")):
         return _link_invalid()
     return redirect(url_for("portal.home"))
 

@@ -1,4 +1,5 @@
-"""Autopay page: the client's rule in words, its upcoming charges, and the form that changes it.
+"""Autopay page: the client's rule in words, its upcoming charges (each can be skipped once), and
+the form that changes the rule.
 
 The rule itself and its checks belong to the payments engine (app.core.autopay: get_rule,
 set_rule, upcoming_charges); this page turns form fields into its arguments and its errors into
@@ -11,7 +12,8 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from app.core import autopay, saved_methods
+from app.core import autopay, autopay_skips, saved_methods
+from app.core.clock import local_today
 from app.core.money import Money, MoneyError
 from app.web import services
 from app.web.pay import AmountError, parse_amount
@@ -107,6 +109,8 @@ def autopay_page() -> Any:
         values=values,
         words=rule_in_words(rule, methods, currency),
         upcoming=upcoming(user.client_id) if rule else [],
+        skips=skips_of(user.client_id),
+        tokens=invoice_tokens(user.client_id),
         kind_choices=KIND_CHOICES,
         method_label=method_label,
     ), status
@@ -191,6 +195,115 @@ def max_input(rule: autopay.AutopayRule | None, currency: str) -> str:
         return ""
 
 
+def invoice_tokens(client_id: int) -> dict[int, str]:
+    """invoice id -> public token, for the skip buttons of the upcoming list."""
+    rows = services().store.all(
+        "SELECT id, token FROM invoices WHERE client_id = ? AND status = 'open'", (client_id,)
+    )
+    return {r["id"]: r["token"] for r in rows}
+
+
+def skips_of(client_id: int) -> list[dict[str, Any]]:
+    """The client's skipped charges still ahead, each with whether it can still be undone."""
+    svc = services()
+    cfg = svc.config
+    now = svc.clock.utc_now()
+    out = []
+    tokens = invoice_tokens(client_id)
+    for s in autopay_skips.client_skips(svc.store.db, client_id, today=local_today(svc.clock, cfg.tz)):
+        out.append(
+            {
+                "skip": s,
+                "token": tokens.get(s.invoice_id, ""),
+                "can_undo": autopay_skips.can_undo(s, now=now, run_time=cfg.autopay.run_time, tz=cfg.tz),
+            }
+        )
+    return out
+
+
+def skip_for(invoice_id: int) -> dict[str, Any] | None:
+    """The invoice page's view of a skip of this invoice still ahead (template global)."""
+    return next((s for s in skips_of(portal_user().client_id) if s["skip"].invoice_id == invoice_id), None)
+
+
+def _invoice_id(token: str) -> int:
+    found = services().store.scalar(
+        "SELECT id FROM invoices WHERE token = ? AND client_id = ?", (token, portal_user().client_id)
+    )
+    if found is None:
+        abort(404)
+    return int(found)
+
+
+def _back(token: str) -> Any:
+    if request.form.get("back") == "invoice":
+        return redirect(url_for("portal.invoice", token=token))
+    return redirect(url_for("portal.autopay"))
+
+
+def skip_charge() -> Any:
+    svc, user = services(), portal_user()
+    if not user.can_pay:
+        abort(403, description="Your access to this company is view-only. Ask a billing contact.")
+    token = request.form.get("invoice", "")
+    invoice_id = _invoice_id(token)
+    cfg = svc.config
+    try:
+        skip = autopay_skips.skip_next_charge(
+            svc.store,
+            svc.clock,
+            cfg.tz,
+            client_id=user.client_id,
+            invoice_id=invoice_id,
+            days=cfg.autopay.skip_days,
+            run_time=cfg.autopay.run_time,
+            actor=f"login:{user.email}",
+            manage_url=f"{cfg.cashloop.base_url.rstrip('/')}/autopay",
+            approval_default=cfg.portal.approval_threshold,
+        )
+    except autopay_skips.SkipError as exc:
+        flash(str(exc), "error")
+        return _back(token)
+    from app.core.emails import date_long
+
+    flash(
+        f"Skipped: autopay will not charge {skip.number} on {date_long(skip.skipped_on)}. If it is still "
+        f"open on {date_long(skip.resume_on)}, autopay charges it then; until it is paid, reminders come "
+        "as usual. "
+        "You can undo this until the charge is due.",
+        "info",
+    )
+    return _back(token)
+
+
+def undo_skip() -> Any:
+    svc, user = services(), portal_user()
+    if not user.can_pay:
+        abort(403, description="Your access to this company is view-only. Ask a billing contact.")
+    token = request.form.get("invoice", "")
+    invoice_id = _invoice_id(token)
+    cfg = svc.config
+    try:
+        skip = autopay_skips.undo_skip(
+            svc.store,
+            svc.clock,
+            cfg.tz,
+            client_id=user.client_id,
+            invoice_id=invoice_id,
+            run_time=cfg.autopay.run_time,
+            actor=f"login:{user.email}",
+            manage_url=f"{cfg.cashloop.base_url.rstrip('/')}/autopay",
+        )
+    except autopay_skips.SkipError as exc:
+        flash(str(exc), "error")
+        return _back(token)
+    flash(f"Undone: autopay charges {skip.number} as planned.", "info")
+    return _back(token)
+
+
 def register(bp: Blueprint) -> None:
     bp.add_url_rule("/autopay", "autopay", autopay_page, methods=["GET", "POST"])
+    bp.add_url_rule("/autopay/skip", "autopay_skip", skip_charge, methods=["POST"])
+    bp.add_url_rule("/autopay/skip/undo", "autopay_skip_undo", undo_skip, methods=["POST"])
     bp.add_app_template_global(max_input, "autopay_max_input")
+    bp.add_app_template_global(skip_for, "autopay_skip_for")

@@ -13,7 +13,9 @@ from flask import Flask
 from app.config import Config
 from app.core.clock import from_db
 from app.core.emails import LOCALE, date_long, money
+from app.core.method_names import method_name
 from app.core.money import Money, exponent
+from app.core.payment_refs import payment_reference  # the "PAY-000123" filter
 
 KIND_LABELS = {
     "agreement": "Agreement",
@@ -29,13 +31,6 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind.replace("_", " ").capitalize())
 
 
-METHOD_LABELS = {"card": "Card", "ach": "Bank account (ACH)", "check": "Cheque", "wire": "Wire transfer",
-                 "cash": "Cash", "credit": "Credit"}
-
-
-def payment_reference(payment_id: int) -> str:
-    """The short reference people read out on the phone ("PAY-000123"); URLs keep the random token."""
-    return f"PAY-{int(payment_id):06d}"
 
 
 def method_label(p: Mapping[str, Any]) -> str:
@@ -44,15 +39,7 @@ def method_label(p: Mapping[str, Any]) -> str:
     brand = p["brand"] if "brand" in keys else None
     last4 = p["last4"] if "last4" in keys else None
     bank = p["bank_name"] if "bank_name" in keys else None
-    if p["method"] == "ach" and last4:
-        return f"{bank or 'Bank account'} •••• {last4} (ACH)"
-    if p["method"] == "card" and last4:
-        return f"{_BRANDS.get((brand or '').lower(), (brand or 'Card').title())} •••• {last4}"
-    return METHOD_LABELS.get(p["method"], p["method"])
-
-
-_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express", "discover": "Discover",
-           "diners": "Diners Club", "jcb": "JCB", "unionpay": "UnionPay"}
+    return method_name(p["method"], brand=brand, last4=last4, bank_name=bank)
 
 
 @functools.lru_cache(maxsize=8192)

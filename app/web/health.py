@@ -57,14 +57,20 @@ def report(services: Any, sched: Any, *, has_scheduler: bool) -> tuple[dict[str,
 
     doc["scheduler"] = _scheduler(sched, has_scheduler, limits, problems)
 
-    pending, oldest = store.one(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE status IN ('pending', 'running')"
+    # An entry parked until the accounting system is reconnected waits for a person, not for this
+    # process: it is a warning (and an exception in the admin), never a reason to call us unhealthy.
+    pending, oldest, parked = store.one(
+        "SELECT COUNT(*), MIN(CASE WHEN parked_at IS NULL THEN created_at END), COUNT(parked_at) "
+        "FROM outbox WHERE status IN ('pending', 'running')"
     )
     oldest_age = _age(now, oldest)
     doc["outbox"] = {"pending": pending, "oldest_pending_age_seconds": oldest_age}
     if oldest_age is not None and oldest_age > limits.outbox_stuck_minutes * 60:
         problems.append(f"outbox: an entry has waited {oldest_age / 60:.0f} min "
                         f"(limit {limits.outbox_stuck_minutes} min)")
+    if parked:
+        warnings.append(f"outbox: {parked} accounting entries wait for the accounting system to be "
+                        "connected again (admin: Accounting)")
 
     last_sync = store.scalar(
         "SELECT CASE WHEN COUNT(*) = COUNT(last_success_at) THEN MIN(last_success_at) END FROM sync_state "

@@ -24,6 +24,17 @@ def _invoice(token: str) -> queries.InvoiceRow:
     return find_invoice_or_404(token)
 
 
+def _owner(token: str) -> int:
+    """The company of an invoice found by `_invoice`: the session's, or one below it (a parent
+    company's contact acts on its children's invoices too)."""
+    from app.web import scope
+
+    owner = scope.invoice_owner(token)
+    if owner is None:
+        abort(404)
+    return owner
+
+
 def _line(invoice_id: int, line_no: int) -> Any:
     line = services().store.one(
         "SELECT line_no, description, quantity, amount_minor, ticket, project, agreement, service "
@@ -59,7 +70,7 @@ def dispute_line(token: str, line_no: int) -> Any:
             line_disputes.open_dispute(
                 db,
                 svc.clock,
-                client_id=user.client_id,
+                client_id=_owner(token),
                 invoice_id=inv.id,
                 line_no=line_no,
                 reason=context["reason"],
@@ -84,7 +95,7 @@ def withdraw_dispute(token: str, dispute_token: str) -> Any:
     try:
         with svc.store.write() as db:
             d = line_disputes.withdraw_dispute(
-                db, svc.clock, client_id=user.client_id, token=dispute_token, actor=user.email
+                db, svc.clock, client_id=_owner(token), token=dispute_token, actor=user.email
             )
     except line_disputes.DisputeError:
         abort(404)
@@ -106,7 +117,7 @@ def approve_invoice(token: str) -> Any:
                 db,
                 svc.clock,
                 invoice_id=inv.id,
-                client_id=user.client_id,
+                client_id=_owner(token),
                 approver=user.email,
                 role=user.client.role,
             )

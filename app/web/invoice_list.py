@@ -1,14 +1,16 @@
 """The invoice list: filters from the query string, one page of rows, counts and totals per kind.
 
-Everything is scoped by the session's client (`:client`); filter values are bound parameters.
-Two queries per page: one groups the selection by kind and currency (counts, totals, the
-category tabs), one returns the page. Both run over the client's invoices only, through the
-`invoices_client_visible` index, so a client with thousands of invoices stays fast.
+Everything is scoped by the session's client. The client's visible invoices (balances and
+statuses from app.web.invoice_rows, through the `invoices_client_visible` index) and the text of
+their lines are read once per change of its data (app.web.list_cache) and kept; a page, with its
+counts and totals per kind and currency, is one pass over them, so that a client with thousands
+of invoices gets a new search or sort without a query over all of its lines.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Literal
@@ -41,34 +43,46 @@ SORTS = {
     "balance": "Balance",
     "status": "Status",
 }
-_STATUS_ORDER = (
-    "CASE status_key " + " ".join(f"WHEN '{s}' THEN {n}" for n, s in enumerate(STATUS_RANK)) + " END"
-)
-_SORT_SQL = {
-    "date": ("issued_on",),
-    "due": ("due_on",),
-    # Natural order for numbers sharing a prefix: INV-999 before INV-1000.
-    "number": ("length(number)", "number"),
-    "kind": ("kind",),
-    "reference": ("reference COLLATE NOCASE",),
-    "total": ("total_minor",),
-    "balance": ("balance_minor",),
-    "status": (_STATUS_ORDER, "due_on"),
+_STATUS_ORDER = {s: n for n, s in enumerate(STATUS_RANK)}
+# Sort keys: natural order for numbers sharing a prefix (INV-999 before INV-1000), the reference
+# case-folded as SQLite's NOCASE does (ASCII only); the invoice id breaks every tie.
+_SORT_KEYS: dict[str, Callable[[InvoiceRow], tuple[object, ...]]] = {
+    "date": lambda r: (r.issued_on, r.id),
+    "due": lambda r: (r.due_on, r.id),
+    "number": lambda r: (len(r.number), r.number, r.id),
+    "kind": lambda r: (r.kind, r.id),
+    "reference": lambda r: (_fold(r.reference), r.id),
+    "total": lambda r: (r.total_minor, r.id),
+    "balance": lambda r: (r.balance_minor, r.id),
+    "status": lambda r: (_STATUS_ORDER.get(r.status_key, len(_STATUS_ORDER)), r.due_on, r.id),
 }
-_OWED = "kind != 'credit_memo' AND balance_minor > 0"
-_STATUS_SQL = {
-    "unpaid": _OWED,
-    "overdue": f"{_OWED} AND due_on < :today",
-    "partly_paid": f"{_OWED} AND balance_minor < total_minor",
-    "processing": "reserved_minor > 0",
-    "awaiting_approval": f"{_OWED} AND awaits_approval",
-    "in_dispute": "in_dispute",
-    "paid": "kind != 'credit_memo' AND balance_minor <= 0",
-    "credit": "kind = 'credit_memo'",
-    "all": "",
+
+
+def _owed(r: InvoiceRow) -> bool:
+    return r.kind != "credit_memo" and r.balance_minor > 0
+
+
+_STATUS_TESTS: dict[str, Callable[[InvoiceRow, str], bool]] = {
+    "unpaid": lambda r, today: _owed(r),
+    "overdue": lambda r, today: _owed(r) and r.due_on < today,
+    "partly_paid": lambda r, today: _owed(r) and r.balance_minor < r.total_minor,
+    "processing": lambda r, today: r.reserved_minor > 0,
+    "awaiting_approval": lambda r, today: _owed(r) and r.awaits_approval,
+    "in_dispute": lambda r, today: r.in_dispute,
+    "paid": lambda r, today: r.kind != "credit_memo" and r.balance_minor <= 0,
+    "credit": lambda r, today: r.kind == "credit_memo",
 }
 _SEARCHED_INVOICE = ("number", "description", "ticket", "project", "agreement")
 _SEARCHED_LINE = ("description", "ticket", "project", "agreement", "service")
+_REFS = ("project", "agreement", "service")
+# SQLite's LIKE and NOCASE fold ASCII letters only; so does the search here.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+MAX_SELECTIONS = 32  # filter selections kept per book (each a list of references to its rows)
+_SEP = "\x00"  # between searched fields, so that a search never matches across two of them
+
+
+def _fold(text: str) -> str:
+    return text.translate(_ASCII_LOWER)
 
 
 @dataclass(frozen=True)
@@ -184,46 +198,124 @@ def filters_from_args(args: Mapping[str, str]) -> tuple[InvoiceFilters, dict[str
     return f, errors
 
 
-def _like(text: str) -> str:
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+@dataclass
+class _Book:
+    """Every visible invoice of one client as the list shows it, with what the filters read.
+
+    Computed once per client data version (the key of app.web.list_cache) by two queries; each
+    list page is then a pass over it in Python. A search used to run a LIKE over every line of
+    every invoice twice per request (for the counts, then for the page).
+    """
+
+    rows: list[InvoiceRow]
+    haystacks: dict[int, str]  # invoice id -> its searched fields and its lines', ASCII-folded
+    line_refs: dict[str, dict[str, frozenset[int]]]  # project/agreement/service -> value -> invoice ids
+    _orders: dict[str, list[InvoiceRow]] = field(default_factory=dict)
+    _selections: dict[tuple[object, ...], tuple[list[InvoiceRow], list[CategoryTotal]]] = field(
+        default_factory=dict
+    )
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def ordered(self, sort: str) -> list[InvoiceRow]:
+        """The rows in ascending order of `sort` (kept: the next page or search reuses it)."""
+        order = self._orders.get(sort)
+        if order is None:
+            order = sorted(self.rows, key=_SORT_KEYS.get(sort, _SORT_KEYS["due"]))
+            self._orders[sort] = order
+        return order
+
+    def selection(self, f: InvoiceFilters, today: date) -> tuple[list[InvoiceRow], list[CategoryTotal]]:
+        """The rows matching `f` but its kind, in ascending order of its sort, and their counts and
+        totals per kind and currency; kept for the other pages, kinds and directions of the same."""
+        key = (f.sort, f.status, f.q, f.project, f.agreement, f.service, f.due_from, f.due_to)
+        found = self._selections.get(key)
+        if found is not None:
+            return found
+        selected = self.ordered(f.sort)
+        if f.q:  # the narrowest test first: one substring search per invoice
+            needle = _fold(f.q.replace(_SEP, ""))
+            ids = {i for i, text in self.haystacks.items() if needle in text}
+            selected = [r for r in selected if r.id in ids]
+        for test in _tests(f, self, today.isoformat()):
+            selected = [r for r in selected if test(r)]
+        sums: dict[tuple[str, str], list[int]] = {}
+        for r in selected:
+            s = sums.get((r.kind, r.currency))
+            if s is None:
+                s = sums[(r.kind, r.currency)] = [0, 0, 0, 0]
+            s[0] += 1
+            s[1] += r.total_minor
+            if r.kind != "credit_memo":
+                s[2] += max(0, r.balance_minor)
+            else:
+                s[3] += max(0, -r.balance_minor)
+        categories = [CategoryTotal(kind, cur, *sums[(kind, cur)]) for kind, cur in sorted(sums)]
+        with self._lock:  # request threads share the book
+            while len(self._selections) >= MAX_SELECTIONS:
+                self._selections.pop(next(iter(self._selections)))
+            self._selections[key] = (selected, categories)
+        return selected, categories
 
 
-def _conditions(f: InvoiceFilters, params: dict[str, object], *, with_kind: bool) -> str:
-    where: list[str] = []
-    if with_kind and f.kind:
-        where.append("kind = :kind")
-        params["kind"] = f.kind
-    if _STATUS_SQL[f.status]:
-        where.append(_STATUS_SQL[f.status])
+def _read_book(store: Store, client_id: int, today: date, thresholds: dict[str, int]) -> _Book:
+    cte = client_invoices_cte(thresholds)
+    params = {"client": client_id, "today": today.isoformat()}
+    rows = [row_from_sql(r, today) for r in store.all(f"{cte} SELECT {COLUMNS} FROM inv", params)]
+    texts: dict[int, list[str]] = {}
+    line_refs: dict[str, dict[str, set[int]]] = {ref: {} for ref in _REFS}
+    for r in rows:
+        texts[r.id] = [v for v in (getattr(r, c) for c in _SEARCHED_INVOICE) if v is not None]
+    for line in store.all(
+        f"SELECT l.invoice_id, {', '.join('l.' + c for c in _SEARCHED_LINE)} FROM invoices i "
+        "JOIN invoice_lines l ON l.invoice_id = i.id "
+        "WHERE i.client_id = ? AND i.status = 'open' AND i.is_approved = 1",
+        (client_id,),
+    ):
+        held = texts.get(line[0])
+        if held is None:
+            continue
+        held.extend(v for v in tuple(line)[1:] if v is not None)
+        for ref in _REFS:
+            if line[ref] is not None:
+                line_refs[ref].setdefault(line[ref], set()).add(line[0])
+    return _Book(
+        rows,
+        {i: _fold(_SEP.join(str(v) for v in values)) for i, values in texts.items()},
+        {ref: {v: frozenset(ids) for v, ids in by_value.items()} for ref, by_value in line_refs.items()},
+    )
+
+
+def _book(store: Store, client_id: int, today: date, thresholds: dict[str, int]) -> _Book:
+    from app.web import list_cache
+
+    key = (store.path, client_id, list_cache.client_version(store, client_id), today,
+           tuple(sorted(thresholds.items())))
+    return list_cache.books.get_or_compute(key, lambda: _read_book(store, client_id, today, thresholds))
+
+
+def _tests(f: InvoiceFilters, book: _Book, today: str) -> list[Callable[[InvoiceRow], bool]]:
+    """One test per filter of `f` but the search and the kind (the counts per kind ignore it)."""
+    tests: list[Callable[[InvoiceRow], bool]] = []
+    status = _STATUS_TESTS.get(f.status)
+    if status is not None:
+        tests.append(lambda r: status(r, today))
+    no_ids: frozenset[int] = frozenset()
     for ref in ("project", "agreement"):
         value = getattr(f, ref)
         if value:
-            params[ref] = value
-            where.append(
-                f"({ref} = :{ref} OR EXISTS (SELECT 1 FROM invoice_lines l "
-                f"WHERE l.invoice_id = inv.id AND l.{ref} = :{ref}))"
-            )
+            on_lines = book.line_refs[ref].get(value, no_ids)
+            tests.append(lambda r, ref=ref, value=value, on_lines=on_lines: getattr(r, ref) == value
+                         or r.id in on_lines)
     if f.service:
-        params["service"] = f.service
-        where.append(
-            "EXISTS (SELECT 1 FROM invoice_lines l WHERE l.invoice_id = inv.id AND l.service = :service)"
-        )
+        with_service = book.line_refs["service"].get(f.service, no_ids)
+        tests.append(lambda r: r.id in with_service)
     if f.due_from:
-        params["due_from"] = f.due_from.isoformat()
-        where.append("due_on >= :due_from")
+        due_from = f.due_from.isoformat()
+        tests.append(lambda r: r.due_on >= due_from)
     if f.due_to:
-        params["due_to"] = f.due_to.isoformat()
-        where.append("due_on <= :due_to")
-    if f.q:
-        params["q"] = _like(f.q)
-        on_invoice = " OR ".join(f"{c} LIKE :q ESCAPE '\\'" for c in _SEARCHED_INVOICE)
-        on_lines = " OR ".join(f"l.{c} LIKE :q ESCAPE '\\'" for c in _SEARCHED_LINE)
-        where.append(
-            f"({on_invoice} OR EXISTS (SELECT 1 FROM invoice_lines l "
-            f"WHERE l.invoice_id = inv.id AND ({on_lines})))"
-        )
-    return (" WHERE " + " AND ".join(where)) if where else ""
+        due_to = f.due_to.isoformat()
+        tests.append(lambda r: r.due_on <= due_to)
+    return tests
 
 
 def list_invoices(
@@ -236,20 +328,8 @@ def list_invoices(
     per_page: int = PER_PAGE,
 ) -> InvoicePage:
     """One page of the client's invoices matching `f`, with counts and totals of the whole selection."""
-    cte = client_invoices_cte(thresholds)
-    params: dict[str, object] = {"client": client_id, "today": today.isoformat()}
-    cond_all_kinds = _conditions(f, params, with_kind=False)
-    categories = [
-        CategoryTotal(r["kind"], r["currency"], r["n"], r["total_minor"], r["owed_minor"], r["credit_minor"])
-        for r in store.all(
-            f"{cte} SELECT kind, currency, COUNT(*) AS n, SUM(total_minor) AS total_minor, "
-            f"SUM(CASE WHEN kind != 'credit_memo' AND balance_minor > 0 THEN balance_minor ELSE 0 END) "
-            f"AS owed_minor, "
-            f"SUM(CASE WHEN kind = 'credit_memo' AND balance_minor < 0 THEN -balance_minor ELSE 0 END) "
-            f"AS credit_minor FROM inv{cond_all_kinds} GROUP BY kind, currency ORDER BY kind, currency",
-            params,
-        )
-    ]
+    book = _book(store, client_id, today, thresholds)
+    selected, categories = book.selection(f, today)
     chosen = [c for c in categories if not f.kind or c.kind == f.kind]
     count = sum(c.count for c in chosen)
     totals: dict[str, CurrencyTotal] = {}
@@ -262,23 +342,21 @@ def list_invoices(
         )
     pages = max(1, -(-count // per_page))
     page = min(max(1, f.page), pages)
-    direction = "DESC" if f.direction == "desc" else "ASC"
-    order = ", ".join(f"{col} {direction}" for col in _SORT_SQL.get(f.sort, _SORT_SQL["due"]))
-    cond = _conditions(f, params, with_kind=True)
-    params.update(limit=per_page, offset=(page - 1) * per_page)
-    rows = store.all(
-        f"{cte} SELECT {COLUMNS} FROM inv{cond} ORDER BY {order}, id {direction} LIMIT :limit OFFSET :offset",
-        params,
-    )
+    if f.kind:
+        selected = [r for r in selected if r.kind == f.kind]
+    start = (page - 1) * per_page
+    if f.direction == "desc":  # (key, id) descending: the ascending order read from its end
+        shown = selected[::-1][start : start + per_page]
+    else:
+        shown = selected[start : start + per_page]
     return InvoicePage(
-        [row_from_sql(r, today) for r in rows],
+        shown,
         count,
         page,
         pages,
         [totals[c] for c in sorted(totals)],
         categories,
     )
-
 
 def filter_options(store: Store, client_id: int) -> dict[str, list[str]]:
     """The projects, agreements and services the client's visible invoices name (for the filter menus).

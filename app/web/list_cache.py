@@ -1,4 +1,5 @@
-"""Computed invoice-list pages, kept per client until that client's data changes.
+"""Computed invoice-list pages and each client's book of invoices (app.web.invoice_list), kept per
+client until that client's data changes.
 
 `client_data_versions` (migration 0005) holds a counter per client that triggers move on every
 write the list shows (invoice updates, allocations, payment status, line disputes, approvals); the
@@ -59,3 +60,5 @@ class LruCache:
 pages = LruCache()
 tables = LruCache()
 options = LruCache(128)
+# Whole invoice books of a client (app.web.invoice_list._Book, ~1.5 KB an invoice): a few clients.
+books = LruCache(8)

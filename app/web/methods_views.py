@@ -1,9 +1,11 @@
-"""Payment methods page: saved cards (and bank accounts), add one through a SetupIntent, default, remove.
+"""Payment methods page: saved cards and bank accounts, add one through a SetupIntent, default, remove.
 
-Adding a card: the page asks Stripe for a SetupIntent (a call the person waits for), Stripe.js
-confirms it in the browser (methods.js), and the browser posts the resulting payment method id
-here; it is read back from Stripe (never trusted from the browser), attached to the company's
-customer and saved. Only paying roles (billing, approver) change anything; viewers see the list.
+Adding one: the page asks Stripe for a SetupIntent of that type (a call the person waits for),
+Stripe.js confirms it in the browser (methods.js: the Card Element, or a bank account with its
+debit authorization), and the browser posts the resulting payment method id here; it is read back
+from Stripe (never trusted from the browser), attached to the company's customer and saved.
+Removing stops its use at once and detaches it at Stripe through the outbox, once.
+Only paying roles (billing, approver) change anything; viewers see the list.
 """
 
 from __future__ import annotations
@@ -14,9 +16,12 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
+from app import checkout
+from app.config import PortalMethodSettings
 from app.core import saved_methods
 from app.core.keys import derive_key
-from app.web import services
+from app.core.method_names import method_name
+from app.web import payment_rules, services
 from app.web.session import portal_user
 from sync.base import ConnectorError
 
@@ -37,19 +42,28 @@ def _autopay_method_id() -> int | None:
     return rule.payment_method_id if rule and rule.is_enabled else None
 
 
+def _bank_allowed() -> bool:
+    """True when bank accounts may pay at least one kind of invoice for this company."""
+    svc, client_id = services(), portal_user().client_id
+    kinds = [f for f in PortalMethodSettings.__dataclass_fields__]
+    return any("ach" in payment_rules.methods_for_kinds(svc, client_id, [k]) for k in kinds)
+
+
 def methods_page() -> Any:
     svc, user = services(), portal_user()
     now = svc.clock.utc_now().astimezone(svc.config.tz)
     methods = saved_methods.list_methods(svc.store.db, user.client_id)
     setup_secret, error = "", None
-    if user.can_pay and request.args.get("add") == "card":
-        from app.checkout import _customer
-
+    bank_allowed = _bank_allowed()
+    adding = request.args.get("add")
+    adding = adding if adding == "card" or (adding == "bank" and bank_allowed) else None
+    if user.can_pay and adding:
         try:
-            customer = _customer(svc, user.client_id, user.email)
-            _, setup_secret = svc.gateway.create_setup_intent(
-                customer,
-                key=derive_key("setup-method", client=user.client_id, at=svc.clock.utc_now().isoformat()),
+            setup_secret = checkout.setup_intent(
+                svc, client_id=user.client_id, login_email=user.email,
+                method="ach" if adding == "bank" else "card",
+                key=derive_key("setup-method", client=user.client_id, kind=adding,
+                               at=svc.clock.utc_now().isoformat()),
             )
         except ConnectorError as exc:
             log.warning("payment methods: SetupIntent failed: %s", exc)
@@ -58,6 +72,8 @@ def methods_page() -> Any:
         "methods.html",
         methods=methods,
         setup_secret=setup_secret,
+        adding=adding if setup_secret else None,
+        bank_allowed=bank_allowed,
         error=error,
         autopay_method_id=_autopay_method_id(),
         year=now.year,
@@ -75,10 +91,11 @@ def save_method() -> Any:
     pm = data.get("payment_method") if isinstance(data, dict) else None
     if not isinstance(pm, str) or not _PM.fullmatch(pm):
         return jsonify(status="failed", message="The card could not be read. Try again."), 400
-    from app.checkout import _customer
-
     try:
-        customer = _customer(svc, user.client_id, user.email)
+        customer = checkout.stripe_customer(svc, user.client_id, user.email)
+        owner = svc.gateway.method_customer(pm)
+        if owner is not None and owner != customer:
+            return jsonify(status="failed", message="That payment method is not available."), 400
         svc.gateway.attach_method(pm, customer)
         m = svc.gateway.payment_method(pm)
     except ConnectorError as exc:
@@ -101,7 +118,9 @@ def save_method() -> Any:
             )
     except saved_methods.MethodError as exc:
         return jsonify(status="failed", message=str(exc)), 400
-    flash(f"Saved {saved.brand or 'card'} ending {saved.last4}.", "info")
+    kind = "ach" if saved.type == "us_bank_account" else "card"
+    label = method_name(kind, brand=saved.brand, last4=saved.last4, bank_name=saved.bank_name)
+    flash(f"Saved {label}.", "info")
     return jsonify(status="saved", redirect=url_for("portal.payment_methods"))
 
 

@@ -17,7 +17,7 @@ from flask import Blueprint, abort, jsonify, redirect, render_template, request,
 from app.core.emails import money
 from app.core.money import Money, MoneyError, exponent
 from app.core.store import Store
-from app.web import payment_rules, queries, services, today
+from app.web import payment_rules, queries, scope, services, today
 from app.web.session import portal_user
 from sync.base import ConnectorError
 
@@ -99,7 +99,8 @@ def _chosen_rows() -> list[queries.InvoiceRow]:
         currency = request.values.get("currency")
         return [r for r in rows if r.currency == currency] if currency else rows
     tokens = request.values.getlist("invoice")[:MAX_INVOICES]
-    rows = queries.find_invoices(svc.store, client_id, tokens, today(), thresholds())
+    # A parent company's contact may choose invoices of the companies below it (app.web.scope).
+    rows = scope.find_invoices(tokens, today())
     if rows is None:
         abort(404)
     return rows
@@ -133,7 +134,14 @@ def pay_form() -> Any:
         "methods": methods,
         "method": method if method in methods else (methods[0] if methods else ""),
         "fees": _fees(svc, payable, methods),
+        # Which company each invoice is of, when a parent pays for its companies.
+        "row_companies": {i: c.name for i, c in scope.owners_of(payable).items()} if scope.is_group() else {},
+        "surcharge": (
+            payment_rules.surcharge_terms(svc, portal_user().client_id, payable[0].currency)
+            if payable and "card" in methods else None
+        ),
     }
+    context["shown_total"], context["shown_fee"] = _shown_totals(svc, context)
     if not chosen:
         nothing_due = request.values.get("all") == "due"
         context["form_error"] = "Nothing is due right now." if nothing_due else "Choose at least one invoice."
@@ -183,7 +191,8 @@ def pay_form() -> Any:
     try:
         started = checkout.begin_checkout(
             svc, client_id=portal_user().client_id, login_email=portal_user().email, items=items,
-            **_method_argument(checkout.begin_checkout, context["method"]),
+            method=request.form.get("method", context["method"]),
+            for_children=scope.is_group(),
         )
     except PaymentRequestError as exc:
         context["form_error"] = str(exc)
@@ -197,8 +206,28 @@ def pay_form() -> Any:
     return redirect(url_for("portal.checkout_page", payment_token=started.payment_token))
 
 
+def _shown_totals(svc: Any, context: dict[str, Any]) -> tuple[int, int]:
+    """(invoices total, surcharge) as the form first shows them: of the amounts kept in the form
+    (typed on the invoice page), else of what is left to pay; pay-form.js follows later typing."""
+    rows, values = context["rows"], context["values"]
+    if not rows:
+        return 0, 0
+    total = 0
+    for row in rows:
+        try:
+            typed = values.get(f"amount-{row.token}") if context["allow_partial"] else None
+            total += parse_amount(typed, row.currency) if typed else row.payable_minor
+        except AmountError:
+            total += row.payable_minor
+    fee = payment_rules.surcharge_minor(svc, portal_user().client_id, amount_minor=total,
+                                        currency=rows[0].currency, method=context["method"])
+    return total, fee if context["surcharge"] else 0
+
+
 def _fees(svc: Any, rows: list[queries.InvoiceRow], methods: tuple[str, ...]) -> dict[str, int]:
-    """The surcharge each method would add to paying `rows` in full (shown before anyone pays)."""
+    """The surcharge each method would add to paying `rows` in full (shown before anyone pays;
+    pay-form.js follows the amounts typed with `surcharge_terms`, the checkout page shows the
+    figure begin_checkout charges)."""
     if not rows:
         return {}
     total = sum(r.payable_minor for r in rows)
@@ -207,14 +236,6 @@ def _fees(svc: Any, rows: list[queries.InvoiceRow], methods: tuple[str, ...]) ->
                                          currency=rows[0].currency, method=m)
         for m in methods
     }
-
-
-def _method_argument(begin: Any, method: str) -> dict[str, str]:
-    # The checkout takes the method once the payments engine offers bank payments; until then
-    # only cards are offered (ach_available() is False), so nothing is lost by leaving it out.
-    import inspect
-
-    return {"method": method} if "method" in inspect.signature(begin).parameters else {}
 
 
 def retry_url(store: Store, client_id: int, payment_id: int) -> str:
@@ -244,7 +265,7 @@ def checkout_page(payment_token: str) -> Any:
         log.warning("loading checkout %s failed: %s", payment_token, exc)
         return render_template(
             "message.html",
-            title="Card payments are unavailable",
+            title="Online payments are unavailable",
             message=PROCESSOR_DOWN,
             link=retry,
             link_text="Try again",
@@ -263,7 +284,8 @@ def confirm(payment_token: str) -> Any:
     data = request.get_json(silent=True)
     method = data.get("payment_method") if isinstance(data, dict) else None
     if not isinstance(method, str) or not _PAYMENT_METHOD.fullmatch(method):
-        return jsonify(status="failed", message="Choose a card to pay with.", retry=retry), 400
+        message = "Choose a card or bank account to pay with."
+        return jsonify(status="failed", message=message, retry=retry), 400
     from app import checkout
     from app.core.payments import PaymentRequestError
 

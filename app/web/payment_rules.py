@@ -19,7 +19,7 @@ _KIND_FIELDS = {f.name for f in fields(PortalMethodSettings)}
 
 def ach_available(services: Services) -> bool:
     """True when the gateway declares bank-account payments (Stripe us_bank_account)."""
-    return getattr(type(services.gateway), "supports_ach", False) is True
+    return getattr(services.gateway, "supports_ach", False) is True
 
 
 def methods_for_kinds(services: Services, client_id: int, kinds: list[str]) -> tuple[str, ...]:
@@ -51,3 +51,17 @@ def surcharge_minor(
     return surcharge.surcharge_for(
         settings, amount_minor=amount_minor, currency=currency, method=method, region=region
     )
+
+
+def surcharge_terms(services: Services, client_id: int, currency: str) -> tuple[int, int | None] | None:
+    """(basis points, cap in minor units or None) of the card surcharge this client would pay in
+    `currency`, or None when none applies (off, or an excluded or unknown region). The pay page
+    shows the fee live from these; the amount charged is always surcharge_minor's."""
+    settings = getattr(services.config, "surcharge", None)
+    if settings is None or not settings.enabled:
+        return None
+    from app.core import surcharge
+
+    if surcharge.is_excluded(settings, *surcharge.client_region(services.store.db, client_id)):
+        return None
+    return settings.basis_points, surcharge.cap_minor(settings, currency)

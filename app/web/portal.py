@@ -16,6 +16,7 @@ from flask_login import current_user
 from app.core import line_disputes
 from app.web import (
     autopay_views,
+    companies_views,
     contacts,
     documents,
     invoice_actions,
@@ -92,8 +93,10 @@ def _int_arg(name: str, default: int) -> int:
 def invoices() -> Any:
     from markupsafe import Markup
 
-    from app.web import list_cache
+    from app.web import list_cache, scope
 
+    if scope.is_group():
+        return companies_views.grouped_invoices()
     svc, client_id, day = services(), portal_user().client_id, today()
     f, errors = invoice_list.filters_from_args(request.args)
     th = thresholds()
@@ -156,7 +159,10 @@ def _reminders_sent(invoice_id: int) -> list[sqlite3.Row]:
 
 
 def find_invoice_or_404(token: str) -> queries.InvoiceRow:
-    row = queries.find_invoice(services().store, portal_user().client_id, token, today(), thresholds())
+    """The invoice `token` of the session's company or of a company below it (app.web.scope)."""
+    from app.web import scope
+
+    row = scope.find_invoice(token, today())
     if row is None:
         abort(404)
     return row
@@ -235,6 +241,7 @@ def switch_company() -> Any:
 
 
 pay.register(bp)
+companies_views.register(bp)
 invoice_actions.register(bp)
 documents.register(bp)
 methods_views.register(bp)

@@ -44,19 +44,33 @@ class CreditTotal:
     count: int
 
 
+@dataclass(frozen=True)
+class DueTotal:
+    """What the client owes in one currency. `due_minor` is the balances less payments still in
+    flight (a bank payment clearing), as "Pay all due" counts; those are `processing_minor`, shown
+    apart so nobody pays twice. `overdue_minor` is the part of `due_minor` past its due date."""
+
+    currency: str
+    due_minor: int
+    overdue_minor: int
+    processing_minor: int
+
+
 def due_totals(
     store: Store, client_id: int, today: date, th: dict[str, int] | None = None
-) -> list[CurrencyTotal]:
-    """What the client owes in each currency, and how much of it is past due (credits not netted)."""
+) -> list[DueTotal]:
+    """What the client owes in each currency (credits not netted), apart from what is being paid."""
     rows = store.all(
-        f"{client_invoices_cte(th or {})} SELECT currency, SUM(total_minor) AS total_minor, "
-        f"SUM(balance_minor) AS balance_minor, "
-        f"SUM(CASE WHEN due_on < :today THEN balance_minor ELSE 0 END) AS overdue_minor "
+        f"{client_invoices_cte(th or {})} SELECT currency, "
+        f"SUM(MAX(0, balance_minor - reserved_minor)) AS due_minor, "
+        f"SUM(CASE WHEN due_on < :today THEN MAX(0, balance_minor - reserved_minor) ELSE 0 END) "
+        f"AS overdue_minor, "
+        f"SUM(MIN(balance_minor, reserved_minor)) AS processing_minor "
         f"FROM inv WHERE {_OWED} GROUP BY currency ORDER BY currency",
         {"client": client_id, "today": today.isoformat()},
     )
     return [
-        CurrencyTotal(r["currency"], r["total_minor"], r["balance_minor"], r["overdue_minor"]) for r in rows
+        DueTotal(r["currency"], r["due_minor"], r["overdue_minor"], r["processing_minor"]) for r in rows
     ]
 
 
@@ -178,12 +192,15 @@ def receipt_sent(store: Store, payment_id: int) -> bool:
 
 
 def payment_lines(store: Store, client_id: int, payment_id: int) -> list[sqlite3.Row]:
-    """What one payment applies to each invoice; `is_visible` says whether the invoice page exists."""
+    """What one payment of client `client_id` applies to each invoice, with the invoice's company
+    (a parent's payment may cover its children's invoices); `is_visible`: the invoice page exists."""
     return store.all(
         "SELECT i.token, i.number, a.currency, SUM(a.amount_minor) AS amount_minor, "
-        "(i.status = 'open' AND i.is_approved = 1) AS is_visible "
-        "FROM allocations a JOIN invoices i ON i.id = a.invoice_id "
-        "WHERE a.payment_id = ? AND i.client_id = ? GROUP BY i.id ORDER BY length(i.number), i.number",
+        "(i.status = 'open' AND i.is_approved = 1) AS is_visible, c.name AS client_name "
+        "FROM allocations a JOIN invoices i ON i.id = a.invoice_id JOIN clients c ON c.id = i.client_id "
+        "JOIN payments p ON p.id = a.payment_id "
+        "WHERE a.payment_id = ? AND p.client_id = ? GROUP BY i.id "
+        "ORDER BY i.client_id != p.client_id, c.name COLLATE NOCASE, length(i.number), i.number",
         (payment_id, client_id),
     )
 

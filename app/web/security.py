@@ -26,15 +26,17 @@ def content_security_policy(config: Config) -> str:
     hooks.stripe.com for 3-D Secure (https://docs.stripe.com/security/guide#content-security-policy).
     localstripe's fake serves the script and its API from one origin.
     """
-    js = origin(config.stripe.js_url)
-    api = origin(config.stripe.api_base)
-    script = ["'self'", js]
-    frame = [js]
-    connect = ["'self'", js, api]
-    if js and urlparse(js).hostname == "js.stripe.com":
+    # Every entity's Stripe and logo: a page is served in the signed-in client's entity's.
+    stripes = [config.stripe, *(e.stripe for e in config.entities)]
+    js_all = [origin(s.js_url) for s in stripes]
+    script = ["'self'", *js_all]
+    frame = list(js_all)
+    connect = ["'self'", *js_all, *(origin(s.api_base) for s in stripes)]
+    if any(j and urlparse(j).hostname == "js.stripe.com" for j in js_all):
         script.append("https://*.js.stripe.com")
         frame += ["https://*.js.stripe.com", "https://hooks.stripe.com"]
-    img = ["'self'", "data:", origin(config.branding.logo_url)]
+    img = ["'self'", "data:", origin(config.branding.logo_url),
+           *(origin(e.branding.logo_url) for e in config.entities)]
 
     def src(values: list[str | None]) -> str:
         return " ".join(dict.fromkeys(v for v in values if v)) or "'none'"

@@ -71,8 +71,12 @@ def init_login(app: Flask) -> None:
     manager.unauthorized_handler(unauthorized)
 
 
-def sign_in(email: str) -> bool:
-    """Start a fresh session for `email` acting for its first company; False if it reaches none."""
+def sign_in(email: str, company: str | None = None) -> bool:
+    """Start a fresh session for `email`; False if it reaches no company.
+
+    The session acts for the company whose public token is `company` when the person is a
+    contact of it (a reminder's link names the company it is about), else for the first one.
+    """
     from app.web import services
 
     svc = services()
@@ -81,10 +85,12 @@ def sign_in(email: str) -> bool:
         if not clients:
             return False
         epoch = logins.record_login(db, svc.clock, email)
+        chosen = db.execute("SELECT id FROM clients WHERE token = ?", (company or "",)).fetchone()
+    client = next((c for c in clients if chosen is not None and c.client_id == chosen[0]), clients[0])
     session.clear()
     session.permanent = True
-    login_user(PortalUser(logins.normalize_email(email), epoch, clients, clients[0]))
-    session["client_id"] = clients[0].client_id
+    login_user(PortalUser(logins.normalize_email(email), epoch, clients, client))
+    session["client_id"] = client.client_id
     return True
 
 

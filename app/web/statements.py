@@ -1,9 +1,12 @@
 """Monthly statements: what was invoiced and paid in a month, and what is open, with aging.
 
 Months are the MSP's calendar months (`cashloop.timezone`): a payment at 23:30 on the 31st in
-Chicago belongs to that month although it is already the 1st in UTC. Open balances are today's
-(payments recorded at the PSA carry no date here, so a balance "as of" an earlier day cannot be
-told exactly); aging counts days past due at the statement date, the month's last day or today.
+Chicago belongs to that month although it is already the 1st in UTC. Open items, balances and
+aging are as of the statement date (the month's last day, or today for this month): invoices
+issued by then, less the allocations that counted by the end of that local day. A payment's
+allocations count from its success, refunds and disputes from their own rows' time, so an
+invoice open on the 30th and paid on the 4th is open on that month's statement. Amounts paid at
+the PSA (`paid_elsewhere_minor`) carry no date here and are taken as known today.
 """
 
 from __future__ import annotations
@@ -99,6 +102,33 @@ def _utc_bounds(month: date, tz: ZoneInfo) -> tuple[str, str]:
     return to_db(start), to_db(end)
 
 
+def _cutoff(day: date, tz: ZoneInfo) -> str:
+    """The UTC instant the local day after `day` starts: what happened before it counts."""
+    return to_db(datetime.combine(day + timedelta(days=1), time(0), tz).astimezone(UTC))
+
+
+# Balances at `:cutoff`: an allocation counts once its payment had succeeded and the row existed
+# (reversals are written when they happen; a payment's own rows when it starts, before success).
+_AS_OF_CTE = """, paid_then AS (
+    SELECT a.invoice_id, SUM(a.amount_minor) AS paid_minor
+    FROM invoices ci JOIN allocations a ON a.invoice_id = ci.id JOIN payments p ON p.id = a.payment_id
+    WHERE ci.client_id = :client AND p.status = 'succeeded' AND p.succeeded_at < :cutoff
+      AND a.created_at < :cutoff
+    GROUP BY a.invoice_id
+), then_inv AS (
+    SELECT inv.*, COALESCE(pt.paid_minor, 0) AS paid_then_minor,
+           inv.total_minor - inv.paid_elsewhere_minor - COALESCE(pt.paid_minor, 0) AS balance_then_minor
+    FROM inv LEFT JOIN paid_then pt ON pt.invoice_id = inv.id
+    WHERE inv.issued_on <= :end
+)
+"""
+_THEN = {
+    "paid_minor": "paid_then_minor AS paid_minor",
+    "balance_minor": "balance_then_minor AS balance_minor",
+}
+_THEN_COLUMNS = ", ".join(_THEN.get(c, c) for c in COLUMNS.split(", "))
+
+
 def build(
     store: Store, client_id: int, month: date, *, today: date, tz: ZoneInfo, thresholds: dict[str, int]
 ) -> Statement:
@@ -110,6 +140,7 @@ def build(
         "today": today.isoformat(),
         "start": month.isoformat(),
         "end": end.isoformat(),
+        "cutoff": _cutoff(as_of, tz),
     }
     issued = [
         row_from_sql(r, today)
@@ -119,19 +150,20 @@ def build(
             params,
         )
     ]
+    # Open items and credits carry their balances at the statement date (see _AS_OF_CTE).
     open_rows = [
-        row_from_sql(r, today)
+        row_from_sql(r, as_of)
         for r in store.all(
-            f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on <= :end AND kind != 'credit_memo' "
-            f"AND balance_minor > 0 ORDER BY due_on, length(number), number",
+            f"{cte}{_AS_OF_CTE} SELECT {_THEN_COLUMNS} FROM then_inv WHERE kind != 'credit_memo' "
+            f"AND balance_then_minor > 0 ORDER BY due_on, length(number), number",
             params,
         )
     ]
     credits = [
-        row_from_sql(r, today)
+        row_from_sql(r, as_of)
         for r in store.all(
-            f"{cte} SELECT {COLUMNS} FROM inv WHERE issued_on <= :end AND kind = 'credit_memo' "
-            f"AND balance_minor < 0 ORDER BY issued_on",
+            f"{cte}{_AS_OF_CTE} SELECT {_THEN_COLUMNS} FROM then_inv WHERE kind = 'credit_memo' "
+            f"AND balance_then_minor < 0 ORDER BY issued_on",
             params,
         )
     ]

@@ -20,6 +20,7 @@ from sync.base import AccountingAuthError, ConnectorError
 from sync.http import HttpClient
 
 REFRESH_MARGIN = timedelta(minutes=5)
+MAX_TOKEN_SECONDS = 366 * 24 * 3600  # both vendors' access tokens live an hour; a year is surely junk
 
 
 @dataclass(frozen=True)
@@ -84,15 +85,18 @@ class OAuthClient:
             if exc.status in (400, 401):  # invalid_grant / invalid_client: no retry will fix it
                 raise AccountingAuthError(f"the accounting system refused the sign-in: {exc}") from exc
             raise
-        body = resp.json()
         try:
+            body = resp.json()  # an HTML page with 200 (a proxy, a maintenance page) is no answer
             access, seconds = str(body["access_token"]), int(body["expires_in"])
             refresh = str(body.get("refresh_token") or form.get("refresh_token") or "")
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ConnectorError(f"token endpoint answered without access_token/expires_in: {exc}",
                                  retryable=True) from exc
         if not access or not refresh:
             raise ConnectorError("token endpoint answered with an empty token", retryable=True)
+        if not 0 < seconds <= MAX_TOKEN_SECONDS:
+            raise ConnectorError(f"token endpoint answered with expires_in {seconds}, not 1-"
+                                 f"{MAX_TOKEN_SECONDS} seconds", retryable=True)
         return TokenSet(access_token=access, refresh_token=refresh,
                         expires_at=self._clock.utc_now() + timedelta(seconds=seconds))
 

@@ -1,4 +1,4 @@
-"""Stripe through the official library: customers, SetupIntents, PaymentIntents, webhooks.
+"""Stripe through the official library: customers, SetupIntents, PaymentIntents, payouts, webhooks.
 
 Only calls a person is waiting for happen on the request path (creating a SetupIntent or a
 PaymentIntent, reading one back after Stripe.js returns). The PaymentIntent parameters are kept
@@ -7,8 +7,9 @@ to the set that both Stripe and the local test double accept (see README, "Strip
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import stripe
@@ -79,6 +80,53 @@ class DisputeState:
     reason: str
 
 
+@dataclass(frozen=True)
+class PayoutState:
+    """A Stripe payout: one line on the bank statement."""
+
+    payout_id: str
+    status: str  # pending, in_transit, paid, failed, canceled
+    amount_minor: int
+    currency: str  # upper-case ISO code
+    arrival_date: int  # unix time
+    created: int
+    reconciled: bool  # Stripe has linked every balance transaction to it (reconciliation_status)
+    failure_code: str | None = None
+    failure_message: str | None = None
+
+
+@dataclass(frozen=True)
+class BalanceItem:
+    """One balance transaction: what moved in the Stripe balance, its fee and what it came from."""
+
+    txn_id: str
+    type: str  # charge, payment, refund, adjustment, payout, ...
+    source: str | None  # ch_/py_, re_, dp_/du_, po_ ...
+    amount_minor: int  # signed gross
+    fee_minor: int
+    net_minor: int
+    currency: str  # upper-case ISO code
+
+
+def _id_of(value: Any) -> str | None:
+    return value if isinstance(value, str) or value is None else value.get("id")
+
+
+def _payout(obj: Any) -> PayoutState:
+    p = _plain(obj)
+    return PayoutState(
+        payout_id=p["id"],
+        status=p["status"],
+        amount_minor=int(p["amount"]),
+        currency=str(p["currency"]).upper(),
+        arrival_date=int(p["arrival_date"]),
+        created=int(p["created"]),
+        reconciled=p.get("reconciliation_status", "completed") == "completed",
+        failure_code=p.get("failure_code"),
+        failure_message=p.get("failure_message"),
+    )
+
+
 def _refund(obj: Any) -> RefundState:
     r = _plain(obj)
     charge = r.get("charge")
@@ -103,6 +151,7 @@ class SavedMethod:
     exp_year: int | None
     bank_name: str | None = None
     routing_number: str | None = None
+    customer: str | None = None  # the Stripe customer it is attached to, None for a fresh one
 
 
 def _plain(obj: Any) -> Any:
@@ -149,6 +198,12 @@ class StripeGateway:
             stripe_version=API_VERSION,
             http_client=stripe.RequestsClient(timeout=settings.timeout_seconds),
         )
+
+    @property
+    def supports_ach(self) -> bool:
+        """True when the account takes US bank debits (`stripe.ach_enabled`: ACH Direct Debit is
+        activated at Stripe); the portal offers bank accounts only then."""
+        return bool(getattr(self.settings, "ach_enabled", False))
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -200,11 +255,16 @@ class StripeGateway:
         cus = self._call(self._client.v1.customers.create, params=params, options={"idempotency_key": key})
         return str(cus["id"])
 
-    def create_setup_intent(self, customer_id: str, *, key: str) -> tuple[str, str]:
-        """A SetupIntent for a card the person is about to type; returns (id, client_secret)."""
+    def create_setup_intent(
+        self, customer_id: str, *, key: str, method_type: str = "card"
+    ) -> tuple[str, str]:
+        """A SetupIntent for a card the person is about to type, or (`method_type` "us_bank_account")
+        a bank account Stripe.js collects with its mandate; returns (id, client_secret)."""
+        if method_type not in ("card", "us_bank_account"):
+            raise ValueError(f"unknown payment method type {method_type!r}")
         si = self._call(
             self._client.v1.setup_intents.create,
-            params={"customer": customer_id, "payment_method_types": ["card"], "usage": "off_session"},
+            params={"customer": customer_id, "payment_method_types": [method_type], "usage": "off_session"},
             options={"idempotency_key": key},
         )
         return str(si["id"]), str(si["client_secret"])
@@ -262,6 +322,15 @@ class StripeGateway:
                 return _state(pi)
         return None
 
+    def succeeded_intents(self, since: datetime, until: datetime) -> Iterator[IntentState]:
+        """PaymentIntents created in [since, until) that have succeeded (the tie-out's Stripe side)."""
+        params = {"limit": 100, "created": {"gte": int(since.timestamp()), "lt": int(until.timestamp())}}
+        page = self._call(self._client.v1.payment_intents.list, params=params)
+        for obj in page.auto_paging_iter():
+            pi = _plain(obj)
+            if pi["status"] == "succeeded":
+                yield _state(pi)
+
     def payment_method(self, pm_id: str) -> SavedMethod:
         pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
         card = pm.get("card") or {}
@@ -275,13 +344,13 @@ class StripeGateway:
             exp_year=card.get("exp_year"),
             bank_name=bank.get("bank_name"),
             routing_number=bank.get("routing_number"),
+            customer=_id_of(pm.get("customer")),
         )
 
     def method_customer(self, pm_id: str) -> str | None:
         """The customer a PaymentMethod is attached to at Stripe, or None (a card just collected)."""
         pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
-        customer = pm.get("customer")
-        return customer if isinstance(customer, str) or customer is None else customer.get("id")
+        return _id_of(pm.get("customer"))
 
     def attach_method(self, pm_id: str, customer_id: str) -> None:
         """Attach a method to a customer unless it already is (the double does not do it on setup)."""
@@ -289,6 +358,29 @@ class StripeGateway:
         if not pm.get("customer"):
             self._call(self._client.v1.payment_methods.attach, pm_id, params={"customer": customer_id},
                        options={"idempotency_key": f"attach-{pm_id}-{customer_id}"})
+
+    def detach_method(self, pm_id: str) -> bool:
+        """Detach a removed method from its customer. Safe to repeat: a method that is no longer
+        attached (or that Stripe no longer has) is left alone. Returns True when this call detached it."""
+        try:
+            pm = _plain(self._call(self._client.v1.payment_methods.retrieve, pm_id))
+        except ConnectorError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        if not pm.get("customer"):
+            return False
+        try:
+            self._call(self._client.v1.payment_methods.detach, pm_id,
+                       options={"idempotency_key": f"detach-{pm_id}"})
+        except ConnectorError as exc:
+            # Detached by someone else in between: Stripe refuses with 400, and the goal is met.
+            if exc.status == 400 and not _plain(
+                self._call(self._client.v1.payment_methods.retrieve, pm_id)
+            ).get("customer"):
+                return False
+            raise
+        return True
 
     def create_refund(self, *, intent_id: str, amount_minor: int, metadata: Mapping[str, str],
                       key: str) -> RefundState:
@@ -313,6 +405,10 @@ class StripeGateway:
         page = self._call(self._client.v1.refunds.list, params=params)
         return [_refund(r) for r in page.auto_paging_iter()]
 
+    def retrieve_refund(self, refund_id: str) -> RefundState:
+        """A refund as Stripe has it now (a payout may hold one Cashloop was never told of)."""
+        return _refund(self._call(self._client.v1.refunds.retrieve, refund_id))
+
     def charge_intent(self, charge_id: str) -> str | None:
         """The PaymentIntent a charge belongs to."""
         return _plain(self._call(self._client.v1.charges.retrieve, charge_id)).get("payment_intent")
@@ -331,6 +427,39 @@ class StripeGateway:
             status=d["status"],
             reason=d.get("reason") or "",
         )
+
+    def retrieve_payout(self, payout_id: str) -> PayoutState:
+        """A payout as Stripe has it now (webhooks re-read it)."""
+        return _payout(self._call(self._client.v1.payouts.retrieve, payout_id))
+
+    def list_payouts(self, *, created_since: int, status: str | None = None) -> list[PayoutState]:
+        """Payouts created at or after `created_since` (unix time), newest first, every page."""
+        params: dict[str, Any] = {"limit": 100, "created": {"gte": created_since}}
+        if status:
+            params["status"] = status
+        page = self._call(self._client.v1.payouts.list, params=params)
+        return [_payout(p) for p in self._call(lambda: list(page.auto_paging_iter()))]
+
+    def payout_transactions(self, payout_id: str, *, page_size: int = 100) -> list[BalanceItem]:
+        """Every balance transaction paid out by `payout_id` (the payout's own one included)."""
+        page = self._call(
+            self._client.v1.balance_transactions.list, params={"payout": payout_id, "limit": page_size}
+        )
+        items = []
+        for obj in self._call(lambda: list(page.auto_paging_iter())):
+            t = _plain(obj)
+            items.append(
+                BalanceItem(
+                    txn_id=t["id"],
+                    type=t["type"],
+                    source=_id_of(t.get("source")),
+                    amount_minor=int(t["amount"]),
+                    fee_minor=int(t["fee"]),
+                    net_minor=int(t["net"]),
+                    currency=str(t["currency"]).upper(),
+                )
+            )
+        return items
 
     def parse_webhook(self, body: bytes, signature: str | None) -> dict[str, Any]:
         """Verify `Stripe-Signature` over the raw body; returns the event as a dict."""

@@ -8,6 +8,7 @@ the transport: paging, cursors and the payment write-back. See ../shared/API_NOT
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from app.core.clock import Clock, parse_vendor_time
-from app.core.money import Money, MoneyError, check_currency
+from app.core.money import Money, MoneyError, check_currency, minor_from_float
 from sync import sweep
 from sync.base import (
     ConnectorError,
@@ -100,11 +101,25 @@ def company_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
         remote_id=_id(raw),
         name=name,
         identifier=_text(raw.get("identifier")),
-        parent_remote_id=_ref_id(raw, "parentCompany"),
+        parent_remote_id=parent_of(raw),
         billing_contact_remote_id=_ref_id(raw, "billingContact"),
         updated_at=last_updated(raw),
         raw=raw,
     )
+
+
+def parent_of(raw: Mapping[str, Any]) -> str | None:
+    """The company this one rolls up to for billing, or None.
+
+    Rule: the bill-to company when it names another company (CW bills this company's invoices
+    to it); otherwise the parent company; a company naming itself in either is its own payer.
+    """
+    own = str(raw.get("id"))
+    for key in ("billToCompany", "parentCompany"):
+        ref = _ref_id(raw, key)
+        if ref is not None and ref != own:
+            return ref
+    return None
 
 
 def contact_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES) -> RemoteContact:
@@ -155,8 +170,7 @@ def invoice_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
     if currency:
         if raw.get("total") is None:
             problems.append("missing total")
-        for name in ("total", "subtotal", "salesTax", "payments", "credits", *dict(_CATEGORIES)):
-            amounts[name] = _amount(raw, name, currency, problems)
+        amounts = _amounts(raw, currency, problems)
     refs = invoice_refs(raw)
     lines: tuple[RemoteLine, ...] = ()
     if currency and not problems:
@@ -358,25 +372,31 @@ def _category_lines(
 ) -> tuple[RemoteLine, ...]:
     # The REST invoice has no line array: one line per non-zero category total, plus whatever
     # the categories do not explain (adjustments, down payments applied) so lines sum to subtotal.
-    work_refs = {k: refs[k] for k in ("project", "phase", "ticket")}
-    if raw.get("type") == "Agreement":
-        work_refs["agreement"] = refs["agreement"]  # additions billed on an agreement invoice
+    agreement, project, phase, ticket = refs["agreement"], refs["project"], refs["phase"], refs["ticket"]
+    # Work lines name the agreement only on an agreement invoice (additions billed on it).
+    work_agreement = agreement if raw.get("type") == "Agreement" else None
     lines = []
+    explained = 0
     for field_name, label in _CATEGORIES:
         minor = amounts[field_name]
         if minor:
-            line_refs = {"agreement": refs["agreement"]} if field_name == "agreementAmount" else work_refs
-            lines.append(RemoteLine(label, "1", minor, minor, **line_refs))
+            explained += minor
+            if field_name == "agreementAmount":
+                lines.append(RemoteLine(label, "1", minor, minor, agreement))
+            else:
+                lines.append(RemoteLine(label, "1", minor, minor, work_agreement, project, phase, ticket))
     if amounts.get("downpayment"):
         minor = -amounts["downpayment"]
-        lines.append(RemoteLine("Down payment applied", "1", minor, minor, **work_refs))
-    rest = amounts["subtotal"] - sum(line.amount_minor for line in lines)
+        explained += minor
+        lines.append(
+            RemoteLine("Down payment applied", "1", minor, minor, work_agreement, project, phase, ticket)
+        )
+    rest = amounts["subtotal"] - explained
     if rest:
         label = f"Invoice {raw.get('invoiceNumber')}" if not lines else "Adjustments"
         reason = _text(raw.get("adjustmentReason"))
-        lines.append(
-            RemoteLine(f"{label}: {reason}" if reason and lines else label, "1", rest, rest, **work_refs)
-        )
+        description = f"{label}: {reason}" if reason and lines else label
+        lines.append(RemoteLine(description, "1", rest, rest, work_agreement, project, phase, ticket))
     return tuple(lines)
 
 
@@ -415,6 +435,8 @@ def _blank(value: Any) -> bool:
 
 
 def _positive(value: Any) -> bool:
+    if type(value) is float or type(value) is int:  # what the Decimal of its repr would say
+        return value > 0
     try:
         return Decimal(repr(value) if isinstance(value, float) else str(value)) > 0
     except (InvalidOperation, ValueError):
@@ -422,6 +444,8 @@ def _positive(value: Any) -> bool:
 
 
 def _negative(value: Any) -> bool:
+    if type(value) is float or type(value) is int:
+        return value < 0
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         return False
     try:
@@ -470,16 +494,40 @@ def _email(raw: Mapping[str, Any]) -> str | None:
     return None
 
 
+# Vendor currency codes already checked (a backfill sends the same one or two on every invoice).
+_CHECKED_CODES: dict[str, str] = {}
+
+
 def _currency(raw: Mapping[str, Any], rules: MappingRules, problems: list[str]) -> str | None:
     ref = raw.get("currency")
     code = ref.get("currencyCode") if isinstance(ref, dict) else None
+    if type(code) is str and (checked := _CHECKED_CODES.get(code)) is not None:
+        return checked
     if _blank(code):
         return rules.currency
     try:
-        return check_currency(code)
+        checked = check_currency(code)
+        if len(_CHECKED_CODES) < 256:
+            _CHECKED_CODES[code] = checked
+        return checked
     except MoneyError:
         problems.append(f"unknown currency {code!r}")
         return None
+
+
+_AMOUNT_FIELDS = ("total", "subtotal", "salesTax", "payments", "credits", *dict(_CATEGORIES))
+
+
+def _amounts(raw: Mapping[str, Any], currency: str, problems: list[str]) -> dict[str, int]:
+    # Nine amounts an invoice: JSON doubles with the currency's places take the fast exact path.
+    out: dict[str, int] = {}
+    for name in _AMOUNT_FIELDS:
+        value = raw.get(name)
+        if type(value) is float and (minor := minor_from_float(value, currency)) is not None:
+            out[name] = minor
+        else:
+            out[name] = _amount(raw, name, currency, problems)
+    return out
 
 
 def _amount(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:
@@ -599,33 +647,42 @@ class ConnectWise:
         newest = sweep.parse_time(state.newest)
         last_id = state.after
         now = self._clock.utc_now()
+        pending = _InFlight(self._get, path, self._page_params(since, last_id))
         while True:
-            params: dict[str, Any] = {"orderBy": "id asc", "pageSize": self._page_size}
-            conditions = self._conditions(since, last_id)
-            if conditions:
-                params["conditions"] = conditions
-            resp = self._get(path, params)
-            records = _json(resp)
+            resp = pending.result()
+            records = _records(resp)
             if not isinstance(records, list):
                 raise ConnectorError(f"GET {path}: expected a JSON array", retryable=False)
-            items: list[Any] = []
-            page_last_id = last_id
-            for raw in records:
-                items.append(map_or_reject(obj, mapper, raw, self._rules))
-                if isinstance(raw, dict):
-                    newest = sweep.newer(newest, last_updated(raw), now)
-                    if _is_int(raw.get("id")):
-                        page_last_id = max(page_last_id, raw["id"])
+            page_last_id = max(
+                [last_id, *(r["id"] for r in records if isinstance(r, dict) and _is_int(r.get("id")))]
+            )
             more = len(records) >= self._page_size and _has_next(resp)
             if more and page_last_id <= last_id:
                 raise ConnectorError(f"GET {path}: a full page without increasing ids", retryable=False)
             last_id = page_last_id
+            if more:  # the PSA answers the next page while this one is mapped and stored
+                pending = _InFlight(self._get, path, self._page_params(since, last_id))
+            items: list[Any] = []
+            for raw in records:
+                item = map_or_reject(obj, mapper, raw, self._rules)
+                items.append(item)
+                if isinstance(raw, dict):
+                    # A mapped record carries its last_updated(raw) already.
+                    stamp = last_updated(raw) if isinstance(item, Rejected) else item.updated_at
+                    newest = sweep.newer(newest, stamp, now)
             if more:
                 state = state.advance(after=last_id, newest=newest)
                 yield Page(items, state.encode())
                 continue
             yield Page(items, state.final_cursor(newest))
             return
+
+    def _page_params(self, since: datetime | None, last_id: int) -> dict[str, Any]:
+        params: dict[str, Any] = {"orderBy": "id asc", "pageSize": self._page_size}
+        conditions = self._conditions(since, last_id)
+        if conditions:
+            params["conditions"] = conditions
+        return params
 
     @staticmethod
     def _conditions(since: datetime | None, last_id: int) -> str:
@@ -696,6 +753,94 @@ def _has_next(resp: requests.Response) -> bool:
     # CW sends Link rel="next" while more pages exist; without any Link header, trust the count.
     link = resp.headers.get("Link")
     return link is None or 'rel="next"' in link
+
+
+class _InFlight:
+    """One request on its own thread; `result()` waits for it and raises what it raised.
+
+    A sweep has at most one in flight and waits for it before asking for the next page, so its
+    requests never overlap (connectors need not be thread-safe).
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), name="cw-next-page", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # handed to result(), on the sweep's thread
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+class VendorRecord(dict):  # type: ignore[type-arg]
+    """A record as decoded, holding its JSON text as the vendor sent it (`json_text`): the intake
+    stores and digests that text instead of encoding the record again (a tenth of a backfill)."""
+
+    __slots__ = ("json_text",)
+    json_text: str
+
+
+_SCAN = json.JSONDecoder().scan_once
+_BLANK = " \t\n\r"
+
+
+def json_records(text: str) -> Any:
+    """`text` decoded; a top-level array's objects come as VendorRecords. Raises ValueError."""
+    start = text.lstrip(_BLANK)
+    if not start.startswith("["):
+        return json.loads(text)
+    text = start
+    out: list[Any] = []
+    pos, size = 1, len(text)
+    while pos < size and text[pos] in _BLANK:
+        pos += 1
+    if text.startswith("]", pos):
+        return out if not text[pos + 1 :].strip(_BLANK) else json.loads(text)
+    while True:
+        try:
+            value, end = _SCAN(text, pos)
+        except StopIteration:
+            return json.loads(text)  # not JSON at `pos`: json.loads raises the precise error
+        if type(value) is dict:
+            record = VendorRecord(value)
+            record.json_text = text[pos:end]
+            out.append(record)
+        else:
+            out.append(value)
+        while end < size and text[end] in _BLANK:
+            end += 1
+        sep = text[end : end + 1]
+        if sep == "]":
+            if text[end + 1 :].strip(_BLANK):
+                return json.loads(text)
+            return out
+        if sep != ",":
+            return json.loads(text)
+        pos = end + 1
+        while pos < size and text[pos] in _BLANK:
+            pos += 1
+
+
+def _records(resp: requests.Response) -> Any:
+    """The body as `json_records`; ConnectorError (retryable) when it is not JSON."""
+    try:
+        content = resp.content
+        encoding = resp.encoding or requests.utils.guess_json_utf(content) or "utf-8"
+        return json_records(content.decode(encoding))
+    except (ValueError, LookupError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        path = urlsplit(resp.url).path if resp.url else "?"
+        raise ConnectorError(
+            f"{path}: response is not JSON", retryable=True, status=resp.status_code
+        ) from None
 
 
 def _json(resp: requests.Response) -> Any:

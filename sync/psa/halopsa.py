@@ -72,8 +72,24 @@ def client_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> R
     if not name:
         raise RecordError("missing name")
     return RemoteCompany(
-        remote_id=_id(raw), name=name, identifier=text_or_none(raw.get("accountsid")), raw=raw
+        remote_id=_id(raw),
+        name=name,
+        identifier=text_or_none(raw.get("accountsid")),
+        parent_remote_id=_invoiced_to(raw),
+        raw=raw,
     )
+
+
+def _invoiced_to(raw: Mapping[str, Any]) -> str | None:
+    """Halo's "client to invoice": the client billed for this one's work, which is its parent.
+
+    A Halo top level (`toplevel_id`) groups clients but is not a client itself (it has no
+    invoices or users), so it is never a parent here. 0 or the client's own id means none.
+    """
+    ref = raw.get("client_to_invoice")
+    if isinstance(ref, bool) or not isinstance(ref, int | str) or str(ref).strip() in ("", "0", "-1"):
+        return None
+    return None if str(ref).strip() == str(raw.get("id")) else str(ref).strip()
 
 
 def user_from_api(

@@ -50,7 +50,7 @@ def test_autopay_dry_run_lists_the_charge_and_charges_nothing_then_the_run_charg
 
     assert dry.returncode == 0, dry.stderr
     assert "1 charges would be made; nothing was charged" in dry.stdout
-    assert "Command Line Co: charge $43.21 (INV-CLI-1 $43.21) to Visa ending 4242" in dry.stdout
+    assert "Command Line Co: charge $43.21 (INV-CLI-1 $43.21) to Visa •••• 4242" in dry.stdout
     assert intents(stripe_double, invoices="INV-CLI-1") == []
     assert s.store.scalar("SELECT COUNT(*) FROM payments") == 0
 

@@ -207,8 +207,8 @@ def test_upcoming_charges_list_dates_amounts_and_the_method(services):
     upcoming = autopay.upcoming_charges(services.store, services.clock, services.config.tz, client_id)
 
     assert [(c.charge_on, [i.number for i in c.items], c.amount_minor, c.method.label) for c in upcoming] == [
-        (date(2026, 3, 10), ["INV-7202"], 1_000, "Visa ending 4242"),
-        (date(2026, 3, 21), ["INV-7201"], 12_500, "Visa ending 4242"),
+        (date(2026, 3, 10), ["INV-7202"], 1_000, "Visa •••• 4242"),
+        (date(2026, 3, 21), ["INV-7201"], 12_500, "Visa •••• 4242"),
     ]
 
 

@@ -184,7 +184,7 @@ def test_b05_autopay_by_bank_account_waits_for_the_bank_and_never_charges_twice(
     for _ in range(3):
         drain_outbox.run(s)
     [notice] = mails(mail, "did not go through")
-    assert "account ending 6789" in notice.get_body(("plain",)).get_content()
+    assert "•••• 6789 (ACH)" in notice.get_body(("plain",)).get_content()
     assert mails(mail, "Your bank payment") == [] and balance(s, inv) == 240_000
 
     clock.advance(timedelta(days=1))  # the retry day (2 days after the first attempt)

@@ -167,7 +167,10 @@ def test_a_check_of_500_over_two_invoices_shows_in_portal_ledger_outbox_and_audi
     # The outbox: a receipt, a PSA write-back per invoice and a journal entry, shown on the payment page.
     kinds = sorted(r[0] for r in svc.store.all("SELECT kind FROM outbox WHERE status = 'pending'"))
     assert kinds == ["email", "journal_payment", "psa_payment", "psa_payment"]
-    assert sorted(e.split("\t")[0] for e in effects) == kinds
+    # The page names each effect in words, and says whether it was delivered yet.
+    words = {"email": "Email to the client", "journal_payment": "Booked in accounting",
+             "psa_payment": "Written back to the PSA"}
+    assert sorted(e.split("\t")[:2] for e in effects) == sorted([words[k], "Waiting"] for k in kinds)
     # The audit log, as the admin saw it.
     assert len(audit_rows) == 1 and "admin:finance@northwind.example" in audit_rows[0]
     assert "payment.recorded_manually" in audit_rows[0] and '"INV-1001": 30000' in audit_rows[0]

@@ -177,3 +177,71 @@ def test_search_filter_and_sort_in_the_browser_return_the_right_rows(portal, bro
     assert numbers() == ["CM-0007"]
     assert "−$307.60" in page.inner_text("#category-total-credit_memo-USD")
     context.close()
+
+
+def _page_width(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth")
+
+
+def test_a_phone_never_scrolls_sideways_on_statements_filters_people_or_autopay(portal, browser):
+    from datetime import timedelta
+
+    from tests.web import factories as f
+
+    services, world, server = portal
+    f.make_contact(
+        services,
+        world.contoso,
+        "malgorzata.fitzgerald@birchwoodanimal.example",
+        role="viewer",
+        first_name="Małgorzata",
+    )
+    phone = VIEWPORTS["phone"]["width"]
+    context = browser.new_context(viewport=VIEWPORTS["phone"])
+    page = context.new_page()
+    _sign_in(page, server.url, world.billing)
+    today = local_today(services.clock, services.config.tz)
+    # This month's statement and last month's: the aging table and the month's invoices fit.
+    for day in (today, today.replace(day=1) - timedelta(days=1)):
+        page.goto(f"{server.url}/statements/{day:%Y-%m}")
+        assert page.locator("#statement-aging tbody tr").count() >= 1
+        assert _page_width(page) <= phone, f"statement {day:%Y-%m}"
+    page.screenshot(path=SHOTS / "statement-phone.png", full_page=True)
+
+    page.goto(f"{server.url}/invoices?status=all")
+    page.click("#filter-toggle")
+    assert page.locator("#due-from").is_visible()
+    assert _page_width(page) <= phone, "invoices with the filters open"
+    # Every field stays inside the panel (a few pixels past it pushed the page sideways before).
+    overflow = page.evaluate(
+        """() => { const edge = document.querySelector('#invoice-filters').getBoundingClientRect().right;
+            return [...document.querySelectorAll('#invoice-filters input, #invoice-filters select')]
+              .filter(el => el.getBoundingClientRect().right > edge + 0.5).map(el => el.id); }"""
+    )
+    assert overflow == []
+
+    page.goto(f"{server.url}/people")
+    assert _page_width(page) <= phone, "people"
+    # The label stays on one line; only the address itself may break.
+    label = page.evaluate(
+        """() => { const td = [...document.querySelectorAll('#contacts-table td[data-label="Email"]')]
+              .find(el => el.textContent.startsWith('malgorzata'));
+            const before = getComputedStyle(td, '::before');
+            const pen = document.createElement('canvas').getContext('2d');
+            pen.font = before.font;
+            return {width: parseFloat(before.width), needed: pen.measureText('Email').width,
+                    right: td.getBoundingClientRect().right}; }"""
+    )
+    assert label["width"] >= label["needed"] - 0.5, label
+    assert label["right"] <= phone, label
+    email = page.locator('#contacts-table td[data-label="Email"]').last
+    email.screenshot(path=SHOTS / "people-email-phone.png")
+
+    # Autopay: the number of days only shows with "days after the invoice date" chosen.
+    page.goto(f"{server.url}/autopay")
+    assert _page_width(page) <= phone, "autopay"
+    page.check("#schedule-due")
+    assert not page.locator("#schedule-days").is_visible()
+    page.check("#schedule-after")
+    assert page.locator("#schedule-days").is_visible()
+    context.close()

@@ -141,8 +141,8 @@ def test_dry_run_lists_exactly_what_would_be_charged_and_charges_nothing(
 
     lines = [run_autopay.describe(c) for c in report.planned]
     assert lines == [
-        "Acme Dental LLC: charge $200.00 (INV-5401 $200.00) to Visa ending 4242",
-        "Acme Dental LLC: charge $75.00 (INV-5402 $75.00) to Visa ending 4242",
+        "Acme Dental LLC: charge $200.00 (INV-5401 $200.00) to Visa •••• 4242",
+        "Acme Dental LLC: charge $75.00 (INV-5402 $75.00) to Visa •••• 4242",
     ]
     assert {t: s.store.scalar(f"SELECT COUNT(*) FROM {t}") for t in before} == before
     assert len(intents(stripe_double)) == pis_before
@@ -280,7 +280,7 @@ def test_expiring_card_is_warned_about_once_before_the_run(tmp_path, frozen_cloc
     run_autopay.run(s)
     _drain(s)
 
-    [warning] = mails(mail, "Your Visa ending 4242 expires on March 31, 2026")
+    [warning] = mails(mail, "Your Visa •••• 4242 expires on March 31, 2026")
     assert warning["To"] == "ap@acme.example"
 
 

@@ -203,7 +203,7 @@ def test_the_autopay_form_saves_the_rule_and_says_it_in_words(signed_in, svc, ac
     small = f.make_invoice(svc, acme, "INV-AUTO", total_minor=12_000, due_on="2026-03-31")
     large = f.make_invoice(svc, acme, "INV-LARGE", total_minor=600_000, due_on="2026-03-31")
     note = re.sub(r"\s+", " ", signed_in.get(f"/invoices/{small.token}").get_data(as_text=True))
-    assert "Autopay will pay $120.00 on March 31, 2026 with Visa ending 4242" in note
+    assert "Autopay will pay $120.00 on March 31, 2026 with Visa •••• 4242" in note
     assert 'id="autopay-note"' not in signed_in.get(f"/invoices/{large.token}").get_data(as_text=True)
     assert "Next: $120.00 on March 31, 2026" in re.sub(r"\s+", " ", signed_in.get("/").get_data(as_text=True))
 

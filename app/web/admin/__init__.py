@@ -28,17 +28,21 @@ bp.register_error_handler(404, _error)
 
 # NOTE: imported after `bp` exists: each module adds its routes (and hooks) to it.
 from app.web.admin import (  # noqa: E402,F401
+    accounting,
     admins_views,
     auth_views,
+    client_parent,
     clients,
     dashboard,
     email_previews,
+    entity_filter,
     exceptions,
     exports,
     filters,
     guard,
     ops,
     payments,
+    tieout,
     view_as,
 )
 
@@ -47,3 +51,4 @@ bp.before_request(guard.guard)
 
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
+    app.register_blueprint(accounting.callback_bp)  # the OAuth callback checks the admin itself

@@ -11,7 +11,7 @@ from app.core import reports
 from app.core.emails import money
 from app.core.sync_status import connector_status
 from app.web import services, today
-from app.web.admin import bp
+from app.web.admin import bp, entity_filter, entity_scope
 from app.web.admin.charts import Bar, bar_chart
 from app.web.admin.queries import exceptions_queue
 
@@ -42,27 +42,35 @@ def dashboard() -> Any:
     def home_first(currency: str) -> tuple[bool, str]:
         return currency != svc.config.entity.currency, currency
 
-    aging = sorted(reports.aging(store, day), key=lambda a: home_first(a.currency))
-    months = reports.monthly_collections(store, day, tz)
+    entity_id = entity_filter.selected_id()  # ?entity=<key>: one entity's figures
+    aging = sorted(reports.aging(store, day, entity_id), key=lambda a: home_first(a.currency))
+    months = reports.monthly_collections(store, day, tz, entity_id=entity_id)
     # A chart only for the currencies something was collected in over the months shown.
     currencies = sorted({c for _, by in months for c, v in by.items() if v}, key=home_first)
-    failed_count, failed = reports.failed_payments(store, svc.clock.utc_now() - timedelta(days=30))
+    failed_count, failed = reports.failed_payments(
+        store, svc.clock.utc_now() - timedelta(days=30), entity_id=entity_id
+    )
+    upcoming = reports.upcoming_autopay(store, day)
+    if upcoming is not None and entity_id is not None:
+        ours = {r[0] for r in store.all("SELECT id FROM clients WHERE entity_id = ?", (entity_id,))}
+        upcoming = [u for u in upcoming if u.client_id in ours]
     return render_template(
         "admin/dashboard.html",
         today=day,
         aging=aging,
         aging_charts={a.currency: _aging_chart(a) for a in aging},
         collections_charts={c: _collections_chart(months, c) for c in currencies},
-        dso={d.currency: d for d in reports.dso(store, day, svc.config.admin.dso_days)},
+        dso={d.currency: d for d in reports.dso(store, day, svc.config.admin.dso_days, entity_id)},
         dso_days=svc.config.admin.dso_days,
-        collected=sorted(reports.collected(store, day, tz), key=lambda c: home_first(c.currency)),
+        collected=sorted(reports.collected(store, day, tz, entity_id), key=lambda c: home_first(c.currency)),
+        entity_totals=entity_filter.totals(store, day, tz) if svc.config.entities else None,
         adoption=reports.adoption(store, day),
-        upcoming=reports.upcoming_autopay(store, day),
+        upcoming=upcoming,
         failed_count=failed_count,
         failed=failed,
         backlog=reports.outbox_backlog(store),
         sync=connector_status(store),
-        queue_count=len(exceptions_queue(store)),
+        queue_count=len(entity_scope.queue_of(store, exceptions_queue(store), entity_id)),
         buckets=reports.BUCKETS,
         bucket_labels=reports.BUCKET_LABELS,
         recovery_left=request.args.get("recovery_left", type=int),

@@ -8,14 +8,16 @@ from flask import flash, redirect, render_template, request, url_for
 
 from app.core.resolutions import ResolutionError, dismiss_quarantine, resolve_exception, retry_outbox
 from app.web import services
-from app.web.admin import bp
+from app.web.admin import bp, entity_filter, entity_scope
 from app.web.admin.guard import current_admin
 from app.web.admin.queries import exceptions_queue
 
 
 @bp.get("/exceptions")
 def exceptions() -> Any:
-    return render_template("admin/exceptions.html", items=exceptions_queue(services().store))
+    store = services().store
+    items = entity_scope.queue_of(store, exceptions_queue(store), entity_filter.selected_id())
+    return render_template("admin/exceptions.html", items=items)
 
 
 def _act(action: Any, target_id: int, done: str, **kw: Any) -> Any:

@@ -17,7 +17,7 @@ from app.core.csv_export import to_csv
 from app.core.money import Money
 from app.core.reports import bucket_of
 from app.web import services, today
-from app.web.admin import bp, queries
+from app.web.admin import bp, entity_filter, queries
 from app.web.admin.guard import current_admin
 from app.web.admin.ops import audit_filters
 from app.web.admin.payments import payment_filters
@@ -51,7 +51,7 @@ def _send(name: str, body: bytes, rows: int) -> Response:
 def export_ar() -> Response:
     day = today()
     rows = []
-    for r in queries.open_ar_rows(services().store):
+    for r in queries.open_ar_rows(services().store, entity_filter.selected_id()):
         days = (day - date.fromisoformat(r["due_on"])).days
         rows.append(
             [

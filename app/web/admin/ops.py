@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -9,14 +10,39 @@ from flask import render_template, request
 
 from app.core.reports import utc_midnight
 from app.web import services
-from app.web.admin import bp, queries
+from app.web.admin import bp, entity_filter, entity_scope, queries
 
 
 @bp.get("/sync")
 def sync() -> Any:
     from app.core.sync_status import connector_status
 
-    return render_template("admin/sync.html", connectors=connector_status(services().store))
+    store, entity_id = services().store, entity_filter.selected_id()
+    connectors = connector_status(store)
+    if entity_id is None:
+        return render_template("admin/sync.html", connectors=connectors, entity_clients={})
+    # A connector serves every entity: under the filter only its counts narrow to the entity's records.
+    entity_clients = {}
+    for n, c in enumerate(connectors):
+        quarantined = sum(
+            1
+            for row in store.all(
+                "SELECT * FROM quarantine WHERE source = ? AND resolved_at IS NULL", (c.connector,)
+            )
+            if entity_scope.quarantine_entity(store, row) in (None, entity_id)
+        )
+        held = int(store.scalar(
+            "SELECT COUNT(*) FROM exceptions x JOIN invoices i "  # ref: invoice:<id>:<change>
+            "ON i.id = CAST(substr(x.ref, 9, instr(substr(x.ref, 9), ':') - 1) AS INTEGER) "
+            "JOIN clients c ON c.id = i.client_id WHERE x.kind = 'source_change_on_paid_invoice' "
+            "AND x.resolved_at IS NULL AND i.source = ? AND c.entity_id = ?",
+            (c.connector, entity_id),
+        ) or 0)
+        connectors[n] = replace(c, quarantined=quarantined, held_changes=held)
+        entity_clients[c.connector] = int(store.scalar(
+            "SELECT COUNT(*) FROM clients WHERE source = ? AND entity_id = ?", (c.connector, entity_id)
+        ) or 0)
+    return render_template("admin/sync.html", connectors=connectors, entity_clients=entity_clients)
 
 
 @bp.get("/outbox")
@@ -24,7 +50,8 @@ def outbox() -> Any:
     view = request.args.get("view", "pending")
     view = view if view in queries.OUTBOX_VIEWS else "pending"
     rows, count, page, pages = queries.list_outbox(
-        services().store, view, page=request.args.get("page", 1, type=int)
+        services().store, view, page=request.args.get("page", 1, type=int),
+        entity_id=entity_filter.selected_id(),
     )
     return render_template(
         "admin/outbox.html",
@@ -42,7 +69,8 @@ def emails() -> Any:
     status = request.args.get("status", "")
     q = request.args.get("q", "").strip()[:100]
     rows, count, page, pages = queries.list_emails(
-        services().store, status=status, q=q, page=request.args.get("page", 1, type=int)
+        services().store, status=status, q=q, page=request.args.get("page", 1, type=int),
+        entity_id=entity_filter.selected_id(),
     )
     return render_template(
         "admin/emails.html", rows=rows, count=count, page=page, pages=pages, status=status, q=q
@@ -58,6 +86,7 @@ def audit_filters() -> tuple[queries.AuditFilters, tuple[str | None, str | None]
         target=a.get("target", "").strip()[:100],
         since=a.get("since", "").strip(),
         until=a.get("until", "").strip(),
+        entity_id=entity_filter.selected_id(),
     )
     tz = services().config.tz
     bounds: list[str | None] = [None, None]

@@ -13,7 +13,7 @@ from app.core.keys import public_token
 from app.core.manual_payments import MANUAL_METHODS, Allocation, ManualPaymentError, record_manual_payment
 from app.core.receipts import ResendError, resend_receipt
 from app.web import services, today
-from app.web.admin import bp, queries
+from app.web.admin import bp, entity_filter, queries
 from app.web.admin.guard import current_admin
 from app.web.pay import AmountError, parse_amount
 
@@ -28,6 +28,7 @@ def payment_filters() -> queries.PaymentFilters:
         method=a.get("method", "") if a.get("method", "") in METHODS else "",
         client_id=a.get("client", type=int),
         q=a.get("q", "").strip()[:100],
+        entity_id=entity_filter.selected_id(),
     )
 
 

@@ -12,7 +12,9 @@ from typing import Any
 
 from app.core import reports
 from app.core.client_overrides import get_overrides
+from app.core.payment_refs import parse_payment_reference
 from app.core.store import Store
+from app.web.admin import entity_scope
 
 PER_PAGE = 50
 _OWED = (
@@ -56,13 +58,18 @@ def autopay_state(store: Store, client_id: int, on: set[int] | None) -> str:
 
 
 def list_clients(
-    store: Store, today: date, *, q: str = "", overdue_only: bool = False, page: int = 1
+    store: Store, today: date, *, q: str = "", overdue_only: bool = False, page: int = 1,
+    entity_id: int | None = None,
 ) -> tuple[list[ClientSummary], int, int, int]:
     """(clients on the page, count, page, pages), by name; balances and overdue by currency."""
     where = ""
     params: list[Any] = []
+    if entity_id is not None:  # the admin's entity filter
+        where, params = "WHERE c.entity_id = ?", [entity_id]
     if q:
-        where = "WHERE (c.name LIKE ? ESCAPE '\\' OR c.identifier LIKE ? ESCAPE '\\')"
+        where += (" AND " if where else "WHERE ") + (
+            "(c.name LIKE ? ESCAPE '\\' OR c.identifier LIKE ? ESCAPE '\\')"
+        )
         params += [like(q), like(q)]
     if overdue_only:
         where += (" AND " if where else "WHERE ") + (
@@ -178,6 +185,7 @@ class PaymentFilters:
     method: str = ""
     client_id: int | None = None
     q: str = ""
+    entity_id: int | None = None  # the admin's entity filter
 
 
 def _payment_where(f: PaymentFilters) -> tuple[str, list[Any]]:
@@ -192,12 +200,17 @@ def _payment_where(f: PaymentFilters) -> tuple[str, list[Any]]:
     if f.client_id is not None:
         where.append("p.client_id = ?")
         params.append(f.client_id)
+    if f.entity_id is not None:
+        where.append("c.entity_id = ?")
+        params.append(f.entity_id)
     if f.q:
+        # A client's name, a cheque or wire reference, the "PAY-000123" people quote, the token in
+        # links and emails, or Stripe's PaymentIntent or charge id.
         where.append(
-            "(c.name LIKE ? ESCAPE '\\' OR m.reference LIKE ? ESCAPE '\\' OR p.token = ? "
-            "OR p.processor_ref = ?)"
+            "(c.name LIKE ? ESCAPE '\\' OR m.reference LIKE ? ESCAPE '\\' OR p.id = ? OR p.token = ? "
+            "OR p.processor_ref = ? OR p.charge_ref = ?)"
         )
-        params += [like(f.q), like(f.q), f.q, f.q]
+        params += [like(f.q), like(f.q), parse_payment_reference(f.q) or -1, f.q, f.q, f.q]
     return " WHERE " + " AND ".join(where), params
 
 
@@ -280,6 +293,8 @@ class QueueItem:
 
 # What each kind of exception means and the action that resolves it. Other areas add kinds by
 # calling raise_exception(kind=...); a kind not listed here is shown with a generic action.
+# Exceptions whose ref is a dead outbox entry that "Retry" runs again.
+RETRYABLE_EXCEPTIONS = ("outbox_dead", "accounting_match")
 EXCEPTION_KINDS: dict[str, tuple[str, str]] = {
     "amount_mismatch": (
         "Amount mismatch",
@@ -300,6 +315,29 @@ EXCEPTION_KINDS: dict[str, tuple[str, str]] = {
     "email_bounced": (
         "Email bounced",
         "Correct the contact's email address in the PSA (it syncs back), then resolve.",
+    ),
+    "payout_mismatch": (
+        "Payout item to classify",
+        "Find the named item in Stripe (a dashboard charge, an adjustment) and book it from the \"Stripe "
+        "adjustments to classify\" account to where it belongs, then resolve.",
+    ),
+    "payout_failed": (
+        "Payout failed",
+        "Check the bank account in Stripe; if the payout was already booked, reverse that deposit, "
+        "then resolve.",
+    ),
+    "tieout": (
+        "Tie-out differences",
+        "Open the Tie-out page: each difference names its cause. Fix each where it is, then resolve.",
+    ),
+    "accounting_match": (
+        "Invoice not found in accounting",
+        "Find the invoice in the accounting system (number, customer) and correct it there or in the "
+        "PSA, then retry.",
+    ),
+    "accounting_connection": (
+        "Accounting needs reconnecting",
+        "Connect again on the Accounting page; the waiting entries then go through and this resolves itself.",
     ),
     "accounting_mismatch": (
         "Accounting mismatch",
@@ -351,7 +389,7 @@ def exceptions_queue(store: Store) -> list[QueueItem]:
         title, action = EXCEPTION_KINDS.get(
             r["kind"], (r["kind"].replace("_", " ").capitalize(), "Look into it, then resolve with a note.")
         )
-        retry = int(r["ref"]) if r["kind"] == "outbox_dead" and r["ref"].isdigit() else None
+        retry = int(r["ref"]) if r["kind"] in RETRYABLE_EXCEPTIONS and r["ref"].isdigit() else None
         items.append(
             QueueItem(
                 "exception",
@@ -401,7 +439,9 @@ def exceptions_queue(store: Store) -> list[QueueItem]:
 OUTBOX_VIEWS = ("pending", "running", "dead", "retried", "done", "all")
 
 
-def list_outbox(store: Store, view: str, *, page: int = 1) -> tuple[list[sqlite3.Row], int, int, int]:
+def list_outbox(
+    store: Store, view: str, *, page: int = 1, entity_id: int | None = None
+) -> tuple[list[sqlite3.Row], int, int, int]:
     where = {
         "pending": "status = 'pending'",
         "running": "status = 'running'",
@@ -410,20 +450,23 @@ def list_outbox(store: Store, view: str, *, page: int = 1) -> tuple[list[sqlite3
         "retried": "(attempts > 1 OR (attempts = 1 AND status = 'pending'))",
         "all": "1 = 1",
     }[view]
-    count = int(store.scalar(f"SELECT COUNT(*) FROM outbox WHERE {where}") or 0)
+    of_entity, params = entity_scope.narrow(entity_scope.outbox_entity(), entity_id)
+    where = f"{where} AND {of_entity}"
+    count = int(store.scalar(f"SELECT COUNT(*) FROM outbox WHERE {where}", params) or 0)
     page, total_pages = pages(count, page)
     rows = store.all(
         f"SELECT id, kind, idem_key, status, attempts, next_attempt_at, last_error, created_at, done_at "
         f"FROM outbox WHERE {where} ORDER BY id DESC LIMIT ? OFFSET ?",
-        (PER_PAGE, (page - 1) * PER_PAGE),
+        (*params, PER_PAGE, (page - 1) * PER_PAGE),
     )
     return rows, count, page, total_pages
 
 
 def list_emails(
-    store: Store, *, status: str = "", q: str = "", page: int = 1
+    store: Store, *, status: str = "", q: str = "", page: int = 1, entity_id: int | None = None
 ) -> tuple[list[sqlite3.Row], int, int, int]:
-    where, params = ["1 = 1"], []
+    of_entity, params = entity_scope.narrow(entity_scope.email_entity(), entity_id)
+    where = [of_entity]
     if status:
         where.append("status = ?")
         params.append(status)
@@ -447,10 +490,12 @@ class AuditFilters:
     target: str = ""
     since: str = ""  # local dates, ISO, inclusive
     until: str = ""
+    entity_id: int | None = None  # the admin's entity filter
 
 
 def _audit_where(f: AuditFilters, bounds: tuple[str | None, str | None]) -> tuple[str, list[Any]]:
-    where, params = ["1 = 1"], []
+    of_entity, params = entity_scope.narrow(entity_scope.audit_entity(), f.entity_id)
+    where = [of_entity]
     if f.actor:
         where.append("actor LIKE ? ESCAPE '\\'")
         params.append(like(f.actor))
@@ -486,15 +531,17 @@ def list_audit(
     return store.all(sql, params), count, page, total_pages
 
 
-def open_ar_rows(store: Store) -> list[sqlite3.Row]:
+def open_ar_rows(store: Store, entity_id: int | None = None) -> list[sqlite3.Row]:
     """Every invoice in open AR (see app/core/reports.py), oldest due first, for the AR export."""
+    cond, params = ("AND c.entity_id = ? ", (entity_id,)) if entity_id is not None else ("", ())
     return store.all(
         "SELECT c.name AS client_name, c.remote_id AS client_remote_id, i.number, i.kind, i.issued_on, "
         "i.due_on, "
         "i.currency, i.total_minor, b.paid_minor, i.paid_elsewhere_minor, b.balance_minor "
         "FROM invoices i JOIN invoice_balances b ON b.invoice_id = i.id JOIN clients c ON c.id = i.client_id "
         "WHERE i.status = 'open' AND i.is_approved = 1 AND i.kind != 'credit_memo' AND b.balance_minor > 0 "
-        "ORDER BY i.due_on, c.name, i.number"
+        f"{cond}ORDER BY i.due_on, c.name, i.number",
+        params,
     )
 
 

@@ -366,7 +366,11 @@ def test_registry_builds_the_files_source(tmp_path: Path, frozen_clock: FrozenCl
 
 
 def test_registry_builds_the_journal_sink(tmp_path: Path) -> None:
-    assert accounting_sink(SimpleNamespace(journal_path=tmp_path / "journal.csv")).kind == "journal"  # type: ignore[arg-type]
+    config = SimpleNamespace(
+        accounting=SimpleNamespace(kind="journal", journal=SimpleNamespace(format="csv")),
+        journal_path=tmp_path / "journal.csv",
+    )
+    assert accounting_sink(config, None, None).kind == "journal"  # type: ignore[arg-type]
 
 
 def test_the_csv_example_in_files_format_md_imports(tmp_path: Path, source: FilesSource) -> None:
