@@ -10,10 +10,9 @@ from __future__ import annotations
 import base64
 import mimetypes
 from pathlib import Path
+from typing import Any
 
 from flask import Response, render_template
-from weasyprint import HTML
-from weasyprint.urls import URLFetcher
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -29,10 +28,18 @@ def logo_data_url(logo_url: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
-def render_pdf(template: str, **context: object) -> bytes:
-    html = render_template(template, **context)
+def html_document(html: str) -> Any:
+    """A WeasyPrint document of `html` that may fetch nothing but data: URLs. WeasyPrint is imported
+    here, on the first PDF, not at start-up: it is a large part of an idle service's memory."""
+    from weasyprint import HTML
+    from weasyprint.urls import URLFetcher
+
     fetcher = URLFetcher(allowed_protocols=["data"], allow_redirects=False, timeout=1)
-    return HTML(string=html, url_fetcher=fetcher, base_url="data:,").write_pdf()
+    return HTML(string=html, url_fetcher=fetcher, base_url="data:,")
+
+
+def render_pdf(template: str, **context: object) -> bytes:
+    return html_document(render_template(template, **context)).write_pdf()
 
 
 def pdf_response(data: bytes, filename: str) -> Response:
