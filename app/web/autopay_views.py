@@ -51,6 +51,29 @@ def upcoming(client_id: int) -> list[autopay.PlannedCharge]:
     )
 
 
+def _first_charge(client_id: int) -> str:
+    """What the saved rules will charge first, said at once: turning autopay on may make invoices
+    that are already due chargeable at today's run."""
+    rule = autopay.get_rule(services().store, client_id)
+    charges = upcoming(client_id) if rule and rule.is_enabled else []
+    if not charges:
+        return ""
+    from app.core.emails import date_long, money
+
+    svc = services()
+    first = min(charges, key=lambda c: c.charge_on)
+    numbers = ", ".join(it.number for it in first.items)
+    amount = money(first.amount_minor, first.currency)
+    run_time = svc.config.autopay.run_time
+    now = svc.clock.utc_now().astimezone(svc.config.tz)
+    if first.charge_on <= now.date():
+        when = f"today at {run_time}" if now.strftime("%H:%M") < run_time else f"tomorrow at {run_time}"
+        hint = ' To leave an invoice out, use "Skip this charge" below before then.'
+    else:
+        when, hint = f"on {date_long(first.charge_on)}", ""
+    return f" The first charge is {amount} {when}, for {numbers}.{hint}"
+
+
 def rule_in_words(
     rule: autopay.AutopayRule | None, methods: list[saved_methods.SavedMethodRow], currency: str
 ) -> str:
@@ -97,7 +120,7 @@ def autopay_page() -> Any:
         values = request.form.to_dict(flat=False)
         errors = _save(rule, methods, currency)
         if not errors:
-            flash("Autopay settings saved.", "info")
+            flash("Autopay settings saved." + _first_charge(user.client_id), "info")
             return redirect(url_for("portal.autopay"))
         status = 400
     return render_template(

@@ -166,3 +166,28 @@ def test_skip_is_refused_for_another_company_a_viewer_and_a_second_time(world, s
     assert s.store.scalar("SELECT COUNT(*) FROM autopay_skips") == 1
     assert other  # the other company's invoice stays planned as before
     assert s.store.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'autopay.charge_skipped'") == 1
+
+
+@pytest.mark.parametrize(("hour", "when"), [(5, "today at 06:00"), (10, "tomorrow at 06:00")])
+def test_turning_autopay_on_says_at_once_what_it_will_charge_first(tmp_path, stripe_double, mail, hour, when):
+    s = engine_services(tmp_path, FrozenClock(_at(10, hour)), stripe_double, mail)
+    client_id = make_client(s, "acme", "Acme Dental LLC", billing_email="ap@acme.example")
+    method = saved_card(s, stripe_double, client_id)
+    ref = s.store.scalar("SELECT processor_ref FROM payment_methods WHERE id = ?", (method,))
+    make_invoice(s, "INV-7101", client_remote_id="acme", total_minor=53_500, due_on=date(2026, 3, 2))
+    make_login(s, "ap@acme.example")
+    web = create_app(s).test_client()
+    sign_in(web, "ap@acme.example")
+
+    form = {
+        "enabled": "on",
+        "method": ref,
+        "kinds": ["agreement"],
+        "schedule": "due_date",
+        "schedule_days": "0",
+    }
+    response = post(web, "/autopay", form)
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    page = web.get("/autopay").get_data(as_text=True)
+    assert f"The first charge is $535.00 {when}, for INV-7101." in page
+    assert "Skip this charge" in page
