@@ -16,6 +16,7 @@ from app.core import autopay, autopay_skips, saved_methods
 from app.core.clock import local_today
 from app.core.money import Money, MoneyError
 from app.web import services
+from app.web.invoice_actions import VIEW_ONLY
 from app.web.pay import AmountError, parse_amount
 from app.web.session import portal_user
 
@@ -116,7 +117,7 @@ def autopay_page() -> Any:
     status = 200
     if request.method == "POST":
         if not user.can_pay:
-            abort(403, description="Your access to this company is view-only. Ask a billing contact.")
+            abort(403, description=VIEW_ONLY)
         values = request.form.to_dict(flat=False)
         errors = _save(rule, methods, currency)
         if not errors:
@@ -264,12 +265,18 @@ def _back(token: str) -> Any:
     return redirect(url_for("portal.autopay"))
 
 
-def skip_charge() -> Any:
+def _skip_form() -> tuple[Any, Any, str, int]:
+    """(services, the signed-in payer, the form's invoice token, its invoice id): 403 for a viewer,
+    404 for an invoice not of this company."""
     svc, user = services(), portal_user()
     if not user.can_pay:
-        abort(403, description="Your access to this company is view-only. Ask a billing contact.")
+        abort(403, description=VIEW_ONLY)
     token = request.form.get("invoice", "")
-    invoice_id = _invoice_id(token)
+    return svc, user, token, _invoice_id(token)
+
+
+def skip_charge() -> Any:
+    svc, user, token, invoice_id = _skip_form()
     cfg = svc.config
     try:
         skip = autopay_skips.skip_next_charge(
@@ -300,11 +307,7 @@ def skip_charge() -> Any:
 
 
 def undo_skip() -> Any:
-    svc, user = services(), portal_user()
-    if not user.can_pay:
-        abort(403, description="Your access to this company is view-only. Ask a billing contact.")
-    token = request.form.get("invoice", "")
-    invoice_id = _invoice_id(token)
+    svc, user, token, invoice_id = _skip_form()
     cfg = svc.config
     try:
         skip = autopay_skips.undo_skip(
