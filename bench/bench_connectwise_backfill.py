@@ -60,21 +60,16 @@ def child_backfill(config: Path, out: Path, idle_runs: int) -> None:
     services = build_services(load_config(config))
     # How long the intake waited for the next page (the PSA's answer and its mapping not ready yet).
     waited = [0.0]
-    read_ahead = poll_psa.read_ahead
+    next_page = poll_psa.ReadAhead.__next__
 
-    def timed_read_ahead(pages):
-        it = read_ahead(pages)
-        while True:
-            t = time.perf_counter()
-            try:
-                page = next(it)
-            except StopIteration:
-                return
-            finally:
-                waited[0] += time.perf_counter() - t
-            yield page
+    def timed_next(self):
+        t = time.perf_counter()
+        try:
+            return next_page(self)
+        finally:
+            waited[0] += time.perf_counter() - t
 
-    poll_psa.read_ahead = timed_read_ahead
+    poll_psa.ReadAhead.__next__ = timed_next
     rss_before = rss_kib()
     started = time.time()
     t0, c0, m0 = time.perf_counter(), time.process_time(), time.thread_time()

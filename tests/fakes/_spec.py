@@ -254,6 +254,7 @@ class LoopbackServer:
         self._server: ThreadingHTTPServer | None = None
         self._stalls: list[float] = []
         self._stall_lock = threading.Lock()
+        self.latency = 0.0  # seconds every answer takes, as a real server's would
 
     def stall_next(self, seconds: float, times: int = 1) -> None:
         """Answer the next `times` requests only after `seconds` (a client timeout to provoke)."""
@@ -262,7 +263,7 @@ class LoopbackServer:
 
     def _stall(self) -> float:
         with self._stall_lock:
-            return self._stalls.pop(0) if self._stalls else 0.0
+            return self._stalls.pop(0) if self._stalls else self.latency
 
     def start(self) -> int:
         handle, stall = self._handle, self._stall

@@ -120,6 +120,15 @@ class AutotaskFake:
     def stop(self) -> None:
         self._server.stop()
 
+    @property
+    def latency(self) -> float:
+        """Seconds every answer takes (0: at once)."""
+        return self._server.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._server.latency = seconds
+
     def __enter__(self) -> AutotaskFake:
         return self.start()
 

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,6 +123,7 @@ class ConnectWiseFake:
         self._next_id = 1_000_000
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
+        self.latency = 0.0  # seconds every answer takes, as a real PSA's would
 
     # ---- lifecycle and knobs --------------------------------------------------------------------
 
@@ -467,6 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.fake.latency:
+            time.sleep(self.fake.latency)
         status, extra, payload = self.fake.handle(self.command, self.path, headers, body)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)

@@ -88,6 +88,15 @@ class HaloFake:
     def stop(self) -> None:
         self._server.stop()
 
+    @property
+    def latency(self) -> float:
+        """Seconds every answer takes (0: at once)."""
+        return self._server.latency
+
+    @latency.setter
+    def latency(self, seconds: float) -> None:
+        self._server.latency = seconds
+
     def __enter__(self) -> HaloFake:
         return self.start()
 
