@@ -7,9 +7,10 @@ except as `raw` (kept verbatim for audit and quarantine).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal, Protocol
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple, Protocol
 
 InvoiceKind = Literal["agreement", "project", "time_and_materials", "product", "credit_memo", "other"]
 
@@ -29,19 +30,29 @@ class RecordError(ValueError):
     """One vendor record cannot be mapped; it is quarantined with this reason, the rest goes on."""
 
 
-@dataclass(frozen=True)
-class RemoteCompany:
+# The records a connector yields are NamedTuples: as immutable as frozen dataclasses, and built in a
+# fifth of the time (a backfill builds 400,000 of them). `raw` stays out of their repr.
+NO_RAW: Mapping[str, Any] = MappingProxyType({})
+
+
+def _repr(record: tuple[Any, ...]) -> str:
+    fields = ", ".join(f"{k}={v!r}" for k, v in record._asdict().items() if k != "raw")  # type: ignore[attr-defined]
+    return f"{type(record).__name__}({fields})"
+
+
+class RemoteCompany(NamedTuple):
     remote_id: str
     name: str
     identifier: str | None = None
     parent_remote_id: str | None = None
     billing_contact_remote_id: str | None = None
     updated_at: datetime | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    raw: Mapping[str, Any] = NO_RAW
+
+    __repr__ = _repr
 
 
-@dataclass(frozen=True)
-class RemoteContact:
+class RemoteContact(NamedTuple):
     remote_id: str
     company_remote_id: str
     email: str | None
@@ -50,11 +61,12 @@ class RemoteContact:
     is_billing: bool
     is_active: bool = True
     updated_at: datetime | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    raw: Mapping[str, Any] = NO_RAW
+
+    __repr__ = _repr
 
 
-@dataclass(frozen=True)
-class RemoteLine:
+class RemoteLine(NamedTuple):
     description: str
     quantity: str  # decimal string, never a float
     unit_price_minor: int
@@ -67,8 +79,7 @@ class RemoteLine:
     tax_minor: int = 0  # the line's own tax where the PSA itemises it (else the invoice's tax_minor only)
 
 
-@dataclass(frozen=True)
-class RemoteInvoice:
+class RemoteInvoice(NamedTuple):
     remote_id: str
     number: str
     company_remote_id: str
@@ -89,17 +100,20 @@ class RemoteInvoice:
     ticket: str | None = None
     description: str | None = None
     updated_at: datetime | None = None
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    raw: Mapping[str, Any] = NO_RAW
+
+    __repr__ = _repr
 
 
-@dataclass(frozen=True)
-class Rejected:
+class Rejected(NamedTuple):
     """A record the connector could not map: quarantined by the core with `reason`."""
 
     object: Literal["company", "contact", "invoice"]
     remote_id: str
     reason: str
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    raw: Mapping[str, Any] = NO_RAW
+
+    __repr__ = _repr
 
 
 @dataclass(frozen=True)

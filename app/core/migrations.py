@@ -854,3 +854,15 @@ def _speed(db: Database) -> None:
         DROP INDEX IF EXISTS invoice_lines_refs;
         """
     )
+
+
+@MIGRATIONS(name="0016_backfill_indexes")
+def _backfill_indexes(db: Database) -> None:
+    db.executescript(
+        """
+        -- invoices_client_visible (client_id, is_approved, status, due_on) finds a client's
+        -- invoices as well: the older (client_id, status, due_on) index only cost every invoice a
+        -- backfill writes (a tenth of its SQLite time).
+        DROP INDEX IF EXISTS invoices_client;
+        """
+    )

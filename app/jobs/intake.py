@@ -19,7 +19,6 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import asdict, is_dataclass
 from typing import Any
 
 from sqlite_utils import Database
@@ -28,6 +27,7 @@ from app.core import client_tree, entities
 from app.core.audit import raise_exception
 from app.core.clock import Clock, to_db
 from app.core.keys import public_token
+from sync import jsonio
 from sync.base import Page, Rejected, RemoteCompany, RemoteContact, RemoteInvoice
 
 # Payments that hold money against an invoice: the source may not change what they paid for.
@@ -44,19 +44,17 @@ class Skip(Exception):
 
 def _raw(record: Any) -> str:
     raw = getattr(record, "raw", None)
-    text = getattr(raw, "json_text", None)
-    if text is not None:  # the connector kept the record's text as received (no re-encoding)
-        return str(text)
     if raw:
-        # The vendor's own key order (stable from one response to the next); sorting the keys of a
+        # The vendor's own key order (stable from one response to the next): sorting the keys of a
         # 100,000-invoice backfill costs more than everything else the digest needs.
-        return json.dumps(raw, default=str)
-    return json.dumps(asdict(record) if is_dataclass(record) else str(record), default=str)
+        return jsonio.dumps(raw)
+    as_dict = getattr(record, "_asdict", None)
+    return jsonio.dumps(as_dict() if as_dict else str(record))
 
 
 # Bump when a connector's mapping starts making something else of the same vendor record, so that
 # the next poll rewrites what an older release stored (a digest match would otherwise skip it).
-DIGEST_VERSION = 1
+DIGEST_VERSION = 2  # 2: records stored as compact JSON (sync.jsonio), no longer as sent
 _DIGEST_PREFIX = f"{DIGEST_VERSION}\x00".encode()
 
 
@@ -84,15 +82,8 @@ def _invoice_signature(inv: RemoteInvoice) -> str:
 
 
 def _mapped(record: Any) -> str:
-    # The mapped fields but `raw`, lines as plain tuples.
-    values = []
-    for name, value in vars(record).items():
-        if name == "raw":
-            continue
-        if name == "lines":
-            value = [tuple(vars(line).values()) for line in value]
-        values.append(value)
-    return repr(values)
+    # The mapped fields but `raw`.
+    return repr([value for name, value in record._asdict().items() if name != "raw"])
 
 
 def quarantine(

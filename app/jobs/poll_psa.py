@@ -43,8 +43,8 @@ _QUIET = frozenset({"unchanged"})
 MAX_DELETED_SHARE = 0.5
 CACHE_KIB = 64 * 1024
 # How long one write transaction may hold consecutive pages (see PageBatch): a portal write waits
-# at most this long behind a backfill.
-BATCH_SECONDS = 0.5
+# about this long (and one page) behind a backfill at most.
+BATCH_SECONDS = 1.0
 
 
 @dataclass

@@ -15,6 +15,7 @@ import bisect
 import copy
 import itertools
 import json
+import operator
 import os
 import re
 import threading
@@ -362,7 +363,7 @@ class ConnectWiseFake:
             listed = template.removesuffix("/count")
             schema = {"companies": "Company", "contacts": "Contact", "invoices": "Invoice"}[_LISTS[listed]]
             clauses = _parse_conditions(query.get("conditions", ""), self._schemas[schema]["properties"])
-            return 200, {}, {"count": sum(_matches(r, clauses) for r in getattr(self, _LISTS[listed]))}
+            return 200, {}, {"count": len(_filter(getattr(self, _LISTS[listed]), clauses))}
         if method == "GET" and template == "/finance/invoices/{id}":
             return 200, {}, self._invoice(int(params["id"]))
         if template == "/finance/invoices/{parentId}/payments":
@@ -427,7 +428,7 @@ class ConnectWiseFake:
         order = _parse_order(query.get("orderBy", ""), props)
         picked = _keyset(rows, clauses) if order == [("id", False)] else None
         if picked is None:
-            picked = [r for r in rows if _matches(r, clauses)]
+            picked = _filter(rows, clauses)
             for key, descending in reversed(order):
                 picked.sort(key=lambda r, k=key: _sort_key(_get(r, k)), reverse=descending)
         size = int(query.get("pageSize", "25"))
@@ -526,8 +527,38 @@ def _literal(token: str) -> Any:
         raise Reject(400, "InvalidObject", f"conditions: bad value {token!r}") from None
 
 
-def _matches(record: dict[str, Any], clauses: list[tuple[str, str, Any]]) -> bool:
-    return all(_compare(_get(record, key), op, want) for key, op, want in clauses)
+_TEXT_OPS: dict[str, Callable[[str, str], bool]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt,
+    "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def _filter(rows: list[dict[str, Any]], clauses: list[tuple[str, str, Any]]) -> list[dict[str, Any]]:
+    """The rows every clause holds for; a `lastUpdated` bound is compared as CW's text, once
+    converted (an indexed server answers that in milliseconds: the fake is not to be the slow part
+    of an idle poll)."""
+    if not clauses:
+        return list(rows)
+    tests: list[Callable[[dict[str, Any]], bool]] = []
+    for key, op, want in clauses:
+        if key == "lastUpdated" and isinstance(want, datetime) and want.tzinfo and op in _TEXT_OPS:
+            tests.append(_text_bound(op, want))
+        else:
+            tests.append(lambda r, k=key, o=op, w=want: _compare(_get(r, k), o, w))
+    return [r for r in rows if all(t(r) for t in tests)]
+
+
+def _text_bound(op: str, want: datetime) -> Callable[[dict[str, Any]], bool]:
+    text, compare = want.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), _TEXT_OPS[op]
+
+    def test(record: dict[str, Any]) -> bool:
+        info = record.get("_info")
+        have = info.get("lastUpdated") if isinstance(info, dict) else None
+        if type(have) is str and len(have) == 20 and _CW_TIME.fullmatch(have):
+            return compare(have, text)
+        return _compare(have, op, want)
+
+    return test
 
 
 _CW_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
@@ -551,7 +582,7 @@ def _keyset(rows: list[dict[str, Any]], clauses: list[tuple[str, str, Any]]) -> 
         else:
             rest.append(clause)
     tail = rows[start:]
-    return [r for r in tail if _matches(r, rest)] if rest else tail
+    return _filter(tail, rest) if rest else tail
 
 
 def _compare(have: Any, op: str, want: Any) -> bool:

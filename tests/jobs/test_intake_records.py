@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import date, timedelta
 
 from app.jobs.intake import apply_page, mark_deleted
@@ -27,7 +26,7 @@ def _invoice(
         lines=(RemoteLine("Managed services", "1", total, total),),
         raw={"id": remote_id, "invoiceNumber": number, "total": total},
     )
-    return replace(inv, **over)
+    return inv._replace(**over)
 
 
 def _apply(services, items, obj="invoice"):
@@ -99,7 +98,7 @@ def test_the_same_record_again_writes_nothing_but_a_new_mapping_of_it_does(servi
     assert _apply(services, [inv]) == {"unchanged": 1}
     assert tuple(services.store.one("SELECT * FROM invoices")) == tuple(before)
     # Same vendor record, mapped differently (the MSP changed the status mapping): applied.
-    assert _apply(services, [replace(inv, is_approved=False)]) == {"updated": 1}
+    assert _apply(services, [inv._replace(is_approved=False)]) == {"updated": 1}
     assert services.store.scalar("SELECT is_approved FROM invoices") == 0
 
 

@@ -1,6 +1,6 @@
-"""ConnectWise pages as the backfill reads them: each record keeps the JSON text it arrived in, the
-intake stores that text (no re-encoding) and a re-read of it writes nothing; the next page is
-requested while the current one is used, and pages and errors still come in order."""
+"""ConnectWise pages as the backfill reads them: decoded by sync.jsonio (orjson, with the json
+module deciding what orjson refuses), stored as compact JSON, and a re-read writes nothing; the next
+page is requested while the current one is used, and pages and errors still come in order."""
 
 from __future__ import annotations
 
@@ -11,27 +11,33 @@ import pytest
 
 from app.jobs import poll_psa
 from app.services import build_services
+from sync import jsonio
 from sync.base import ConnectorError
-from sync.psa.connectwise import VendorRecord, json_records
 from tests.psa_worlds import make_world
 
 
-def test_json_records_keep_each_objects_text_as_sent() -> None:
-    text = ' [ {"id": 1, "name": "Caf\\u00e9",  "n": 68.73} ,\n{"id":2,"tags":[1, 2]}, 3, "x"]\n'
-    records = json_records(text)
-    assert records == [{"id": 1, "name": "Café", "n": 68.73}, {"id": 2, "tags": [1, 2]}, 3, "x"]
-    assert [type(r) for r in records[:2]] == [VendorRecord, VendorRecord]
-    assert [r.json_text for r in records[:2]] == ['{"id": 1, "name": "Caf\\u00e9",  "n": 68.73}',
-                                                  '{"id":2,"tags":[1, 2]}']
-    assert json_records("[]") == [] and json_records('{"a": 1}') == {"a": 1}
+def test_jsonio_reads_what_json_reads_and_writes_it_back_compact() -> None:
+    text = ' [ {"id": 1, "name": "Caf\u00e9",  "n": 68.73} ,\n{"id":2,"tags":[1, 2]}, 3, "x"]\n'
+    assert jsonio.loads(text) == jsonio.loads(text.encode()) == json.loads(text)
+    assert jsonio.dumps(jsonio.loads(text)[0]) == '{"id":1,"name":"Café","n":68.73}'
+    # What orjson refuses but JSON allows comes back as json reads it: an id past 64 bits, an
+    # escaped lone surrogate, NaN; and goes out as json writes it.
+    odd = '[{"id": 123456789012345678901234567890, "name": "\\ud800", "n": NaN}]'
+    decoded = jsonio.loads(odd)
+    assert decoded[0]["id"] == 123456789012345678901234567890 and decoded[0]["name"] == "\ud800"
+    assert json.loads(jsonio.dumps(decoded[0]))["id"] == 123456789012345678901234567890
+    assert jsonio.dumps({1: "a"}) == '{"1":"a"}'
+    assert jsonio.dumps({"d": object}) == '{"d":"<class \'object\'>"}'
 
 
-@pytest.mark.parametrize("text", ["", "[", '[{"a": 1}', "[1,]", "[1] x", '[{"a": 1}}]', "[1 2]"])
-def test_json_records_refuse_what_json_refuses(text: str) -> None:
+@pytest.mark.parametrize(
+    "text", ["", "[", '[{"a": 1}', "[1,]", "[1] x", '[{"a": 1}}]', "[1 2]", b"[\"\xff\"]"]
+)
+def test_jsonio_refuses_what_json_refuses(text: str | bytes) -> None:
     with pytest.raises(ValueError):
         json.loads(text)
     with pytest.raises(ValueError):
-        json_records(text)
+        jsonio.loads(text)
 
 
 @pytest.fixture
@@ -42,7 +48,9 @@ def world(frozen_clock):
     assert w.violations == []
 
 
-def test_the_intake_stores_the_records_text_and_a_reread_writes_nothing(world, tmp_path, frozen_clock):
+def test_the_intake_stores_each_record_as_compact_json_and_a_reread_writes_nothing(
+    world, tmp_path, frozen_clock
+):
     world.populate(30)
     services = build_services(world.config(tmp_path, page_size=10), clock=frozen_clock)
     assert poll_psa.run(services).error is None
@@ -52,7 +60,7 @@ def test_the_intake_stores_the_records_text_and_a_reread_writes_nothing(world, t
     for remote_id, text in stored.items():
         record = next(r for r in world.fake.invoices if str(r["id"]) == remote_id)
         assert json.loads(text) == record
-        assert ": " in text  # the fake's own separators, as sent (json.dumps of the record)
+        assert text == json.dumps(record, separators=(",", ":"), ensure_ascii=False)  # compact
     before = services.store.all("SELECT id, source_hash, synced_at FROM invoices ORDER BY id")
     report = poll_psa.run(services, full=True)
     assert report.error is None and report.counts["invoices"] == {"unchanged": 30}
