@@ -102,6 +102,36 @@ def make_config(
 
 
 @pytest.fixture
+def cw() -> Iterator[object]:
+    """The ConnectWise fake on loopback."""
+    from tests.fakes.connectwise import ConnectWiseFake
+
+    with ConnectWiseFake() as fake:
+        yield fake
+    # Any request the real API would refuse fails the test that made it.
+    assert fake.violations == []
+
+
+@pytest.fixture
+def cw_services(tmp_path, frozen_clock, cw) -> Services:
+    from tests.cw_world import cw_config
+
+    return build_services(cw_config(tmp_path, cw), clock=frozen_clock)
+
+
+# tests.psa_worlds.KINDS, spelled out: that module imports this one.
+@pytest.fixture(params=["connectwise", "autotask", "halopsa"])
+def psa_world(request, frozen_clock) -> Iterator[object]:
+    """Each PSA's fake with its world helpers (tests.psa_worlds), one test run per PSA."""
+    from tests.psa_worlds import make_world
+
+    w = make_world(request.param, frozen_clock.utc_now)
+    yield w
+    w.fake.stop()
+    assert w.violations == []
+
+
+@pytest.fixture
 def services(tmp_path, frozen_clock) -> Services:
     cfg = make_config(tmp_path)
     return build_services(cfg, clock=frozen_clock)

@@ -144,3 +144,17 @@ def contoso(cw: ConnectWiseFake) -> dict[str, Any]:
     contact(cw, 2601, f, "Lee", "Chen", "ap@fabrikam.example", billing=True)
     other = invoice(cw, 9101, "INV-2001", f, kind="agreement", total="999.00")
     return {"company": c, "invoices": invs, "other_company": f, "other_invoice": other}
+
+
+def open_quarantine(services: Any, obj: str = "invoice") -> dict[str, str]:
+    """remote_id -> reason of the unresolved quarantine rows for `obj`."""
+    return {
+        r["remote_id"]: r["reason"]
+        for r in services.store.all(
+            "SELECT remote_id, reason FROM quarantine WHERE object = ? AND resolved_at IS NULL", (obj,)
+        )
+    }
+
+
+def invoice_numbers(services: Any) -> set[str]:
+    return {r[0] for r in services.store.all("SELECT number FROM invoices")}

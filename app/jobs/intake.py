@@ -42,14 +42,52 @@ class Skip(Exception):
     """This record is quarantined with the message as its reason."""
 
 
-def _raw(record: Any) -> str:
+def _raw(record: Any, *, cut: bool = False) -> str:
+    """The record as stored. Raises Skip for one nested too deep to store, unless `cut` (quarantine
+    keeps what it can of it)."""
     raw = getattr(record, "raw", None)
-    if raw:
+    if not raw:
+        as_dict = getattr(record, "_asdict", None)
+        raw = as_dict() if as_dict else str(record)
+    if cut:
+        return jsonio.dumps_cut(raw)
+    try:
         # The vendor's own key order (stable from one response to the next): sorting the keys of a
         # 100,000-invoice backfill costs more than everything else the digest needs.
         return jsonio.dumps(raw)
-    as_dict = getattr(record, "_asdict", None)
-    return jsonio.dumps(as_dict() if as_dict else str(record))
+    except jsonio.TooDeep as exc:
+        raise Skip(f"{exc}: the record cannot be stored") from None
+
+
+def _rejected_raw(raw: Any) -> str:
+    try:
+        return json.dumps(dict(raw), default=str, sort_keys=True)
+    except RecursionError:  # nested past what the json module reaches: kept cut short
+        return jsonio.dumps_cut(dict(raw))
+
+
+def _storable(text: str) -> str:
+    # SQLite takes UTF-8 only: a lone surrogate in an id or a reason is kept as its escape.
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode()
+
+
+def _text_problem(record: Any) -> str | None:
+    """The field of `record` whose text SQLite refuses (a lone surrogate), and where in it."""
+    fields = [(name, value) for name, value in record._asdict().items() if name != "raw"]
+    for n, line in enumerate(getattr(record, "lines", ()), start=1):
+        fields.extend((f"line {n} {name}", value) for name, value in line._asdict().items())
+    for name, value in fields:
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode()
+        except UnicodeEncodeError as exc:
+            code = ord(value[exc.start])
+            at = f"at character {exc.start + 1}"
+            if 0xDC80 <= code <= 0xDCFF:  # a byte the body had that is not UTF-8 (surrogateescape)
+                return f"{name} is not valid UTF-8 text (byte 0x{code - 0xDC00:02X} {at})"
+            return f"{name} is not valid Unicode text (unpaired surrogate \\u{code:04x} {at})"
+    return None
 
 
 # Bump when a connector's mapping starts making something else of the same vendor record, so that
@@ -97,7 +135,7 @@ def quarantine(
         "resolved_at = NULL "
         # Re-reading the same bad record writes nothing; a dismissed one comes back only if it changed.
         "WHERE quarantine.reason IS NOT excluded.reason OR quarantine.raw_json IS NOT excluded.raw_json",
-        (source, obj, remote_id, reason, raw_json, now, now),
+        (source, obj, _storable(remote_id), _storable(reason), raw_json, now, now),
     )
 
 
@@ -567,8 +605,8 @@ def apply_page(
         return _apply(*args, per_record=True)
 
 
-# What SQLite (or its integer binding) may refuse about one record.
-_STORE_ERRORS = (OverflowError, sqlite3.IntegrityError, sqlite3.DataError)
+# What SQLite (or its integer and text binding) may refuse about one record.
+_STORE_ERRORS = (OverflowError, UnicodeEncodeError, sqlite3.IntegrityError, sqlite3.DataError)
 
 
 def _apply(
@@ -584,6 +622,8 @@ def _apply(
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
     invoices = [i for i in page.items if isinstance(i, RemoteInvoice)]
+    if per_record:  # an invoice whose keys SQLite refuses is looked up (and quarantined) on its own
+        invoices = [i for i in invoices if _text_problem(i) is None]
     lookups = InvoiceLookups(db, source, invoices, now=to_db(clock.utc_now())) if invoices else None
     applied: list[str] = []
     catch: tuple[type[Exception], ...] = (Skip, *_STORE_ERRORS) if per_record else (Skip,)
@@ -596,7 +636,7 @@ def _apply(
                 obj=item.object,
                 remote_id=item.remote_id,
                 reason=item.reason,
-                raw_json=json.dumps(dict(item.raw), default=str, sort_keys=True),
+                raw_json=_rejected_raw(item.raw),
             )
             counts["quarantined"] += 1
             continue
@@ -613,9 +653,12 @@ def _apply(
                 else:
                     raise Skip(f"unexpected record type {type(item).__name__}")
         except catch as exc:
-            reason = (
-                str(exc) if isinstance(exc, Skip) else f"could not be stored ({type(exc).__name__}: {exc})"
-            )
+            if isinstance(exc, Skip):
+                reason = str(exc)
+            elif isinstance(exc, UnicodeEncodeError) and (problem := _text_problem(item)):
+                reason = problem
+            else:
+                reason = f"could not be stored ({type(exc).__name__}: {exc})"
             quarantine(
                 db,
                 clock,
@@ -623,7 +666,7 @@ def _apply(
                 obj=obj,
                 remote_id=str(getattr(item, "remote_id", "?")),
                 reason=reason,
-                raw_json=_raw(item),
+                raw_json=_raw(item, cut=True),
             )
             counts["quarantined"] += 1
             continue

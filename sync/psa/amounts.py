@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
-from app.core.money import Money, MoneyError, exponent
+from app.core.money import Money, MoneyError, exponent, minor_from_float
 from sync.base import RecordError, RemoteLine
 
 
@@ -29,6 +29,8 @@ def exact_minor(value: Any, currency: str) -> int:
     no more places than the currency has) are converted from their shortest repr by string
     arithmetic; everything else goes through Money, which raises MoneyError with the reason.
     """
+    if type(value) is float and (minor := minor_from_float(value, currency)) is not None:
+        return minor
     if type(value) is float and -1e12 < value < 1e12:
         text = repr(value)
         whole, dot, frac = text.partition(".")

@@ -265,8 +265,8 @@ def make_line(
         raise RecordError(f"{where}: missing description")
     qty = parse_quantity(quantity, where)
     try:
-        price = None if _blank(unit_price) else Money.from_vendor_number(unit_price, currency).amount_minor
-        total = None if _blank(amount) else Money.from_vendor_number(amount, currency).amount_minor
+        price = None if _blank(unit_price) else exact_minor(unit_price, currency)
+        total = None if _blank(amount) else exact_minor(amount, currency)
     except MoneyError as exc:
         raise RecordError(f"{where}: {exc}") from None
     if total is None:
@@ -281,13 +281,8 @@ def make_line(
             raise RecordError(f"{where}: missing unit price")
         price = total
     refs = refs or {}
-    return RemoteLine(
-        description=desc,
-        quantity=format(qty, "f"),
-        unit_price_minor=price,
-        amount_minor=total,
-        **{k: _text(refs.get(k)) for k in _REF_FIELDS},
-    )
+    # The references in RemoteLine's field order (agreement, project, phase, ticket, service).
+    return RemoteLine(desc, format(qty, "f"), price, total, *[_text(refs.get(k)) for k in _REF_FIELDS])
 
 
 def parse_quantity(value: Any, where: str) -> Decimal:
@@ -407,6 +402,10 @@ def _object(raw: Any) -> None:
 
 def _id(raw: Mapping[str, Any]) -> str:
     value = raw.get("id")
+    if type(value) is float:
+        raise RecordError(f"id {value!r} is not a whole number")
+    if type(value) is int and value <= 0:  # CW's ids count from 1; a write-back could never name it
+        raise RecordError(f"id {value} is not a positive number")
     if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
         raise RecordError("missing id")
     return str(value).strip()
@@ -650,7 +649,7 @@ class ConnectWise:
         pending = _InFlight(self._get, path, self._page_params(since, last_id))
         while True:
             resp = pending.result()
-            records = _records(resp)
+            records = _json(resp)
             if not isinstance(records, list):
                 raise ConnectorError(f"GET {path}: expected a JSON array", retryable=False)
             page_last_id = max(
@@ -781,26 +780,16 @@ class _InFlight:
         return self._value
 
 
-def _records(resp: requests.Response) -> Any:
-    """The body decoded (by orjson, for speed); ConnectorError (retryable) when it is not JSON."""
-    try:
-        content = resp.content
-        encoding = (resp.encoding or requests.utils.guess_json_utf(content) or "utf-8").lower()
-        return jsonio.loads(content if encoding in ("utf-8", "utf8") else content.decode(encoding))
-    except (ValueError, LookupError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        path = urlsplit(resp.url).path if resp.url else "?"
-        raise ConnectorError(
-            f"{path}: response is not JSON", retryable=True, status=resp.status_code
-        ) from None
-
-
 def _json(resp: requests.Response) -> Any:
+    """The body decoded (by orjson, for speed; see jsonio.loads_body for its bytes); ConnectorError
+    (retryable) when it is not JSON."""
     try:
-        return resp.json()
-    except ValueError:
+        return jsonio.loads_body(resp.content, resp.encoding)
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         path = urlsplit(resp.url).path if resp.url else "?"
+        why = "empty body" if not resp.content.strip() else str(exc)[:120]
         raise ConnectorError(
-            f"{path}: response is not JSON", retryable=True, status=resp.status_code
+            f"{path}: response is not JSON ({why})", retryable=True, status=resp.status_code
         ) from None
 
 

@@ -24,7 +24,7 @@ import requests
 
 from app.core.clock import Clock
 from app.core.money import Money, MoneyError, check_currency
-from sync import sweep
+from sync import jsonio, sweep
 from sync.base import (
     ConnectorError,
     InvoiceKind,
@@ -551,9 +551,10 @@ def _int(value: Any) -> int:
 
 def _json(resp: requests.Response) -> Any:
     try:
-        return resp.json()
-    except ValueError:
+        return jsonio.loads_body(resp.content, resp.encoding)
+    except ValueError as exc:
         path = urlsplit(resp.url).path if resp.url else "?"
+        why = "empty body" if not resp.content.strip() else str(exc)[:120]
         raise ConnectorError(
-            f"{path}: response is not JSON", retryable=True, status=resp.status_code
+            f"{path}: response is not JSON ({why})", retryable=True, status=resp.status_code
         ) from None

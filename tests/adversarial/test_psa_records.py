@@ -16,35 +16,10 @@ from app.core.emails import render
 from app.jobs import drain_outbox, poll_psa
 from app.services import build_services
 from app.web import create_app
-from tests.cw_world import company, contact, contoso, cw_config, invoice
-from tests.fakes.connectwise import ConnectWiseFake
+from tests.cw_world import company, contact, contoso, cw_config, invoice, invoice_numbers, open_quarantine
 from tests.web.conftest import post
 
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def cw():
-    with ConnectWiseFake() as fake:
-        yield fake
-
-
-@pytest.fixture
-def cw_services(tmp_path, frozen_clock, cw):
-    return build_services(cw_config(tmp_path, cw), clock=frozen_clock)
-
-
-def _quarantine(services, obj: str = "invoice") -> dict[str, str]:
-    return {
-        r["remote_id"]: r["reason"]
-        for r in services.store.all(
-            "SELECT remote_id, reason FROM quarantine WHERE object = ? AND resolved_at IS NULL", (obj,)
-        )
-    }
-
-
-def _numbers(services) -> set[str]:
-    return {r[0] for r in services.store.all("SELECT number FROM invoices")}
 
 
 GOOD = {"INV-1042", "INV-1043", "INV-1044", "INV-2001"}
@@ -72,8 +47,8 @@ def test_invoices_with_unreadable_totals_are_quarantined_and_the_rest_of_the_pag
     report = poll_psa.run(cw_services)
 
     assert report.error is None
-    assert _numbers(cw_services) == GOOD
-    reasons = _quarantine(cw_services)
+    assert invoice_numbers(cw_services) == GOOD
+    reasons = open_quarantine(cw_services)
     assert set(reasons) == {str(i) for i in bad}
     for iid in bad:
         assert "total" in reasons[str(iid)], (iid, reasons[str(iid)])
@@ -94,8 +69,8 @@ def test_an_absurdly_large_total_is_quarantined_and_does_not_crash_the_poll(cw, 
         pytest.fail(f"the poll crashed on one record: {type(exc).__name__}: {exc}")
 
     assert report.error is None
-    assert _numbers(cw_services) == GOOD
-    assert "9311" in _quarantine(cw_services)
+    assert invoice_numbers(cw_services) == GOOD
+    assert "9311" in open_quarantine(cw_services)
 
 
 def test_a_negative_invoice_that_is_not_a_credit_memo_is_quarantined_or_shown_as_a_credit(cw, cw_services):
@@ -108,9 +83,9 @@ def test_a_negative_invoice_that_is_not_a_credit_memo_is_quarantined_or_shown_as
     report = poll_psa.run(cw_services)
 
     assert report.error is None
-    assert _numbers(cw_services) >= GOOD
+    assert invoice_numbers(cw_services) >= GOOD
     row = cw_services.store.one("SELECT kind, status FROM invoices WHERE number = 'INV-NEG'")
-    reasons = _quarantine(cw_services)
+    reasons = open_quarantine(cw_services)
     # Imported as an ordinary open invoice, its negative balance makes the portal call it "Paid".
     assert ("9321" in reasons and "negative" in reasons["9321"].lower()) or (
         row is not None and row["kind"] == "credit_memo"
@@ -126,7 +101,7 @@ def test_a_second_invoice_with_the_same_number_and_another_id_is_quarantined(cw,
 
     assert report.error is None
     count = cw_services.store.scalar("SELECT COUNT(*) FROM invoices WHERE number = 'INV-1042'")
-    reasons = _quarantine(cw_services)
+    reasons = open_quarantine(cw_services)
     # Receipts, the journal's AR lines and the portal's search all name invoices by number only.
     assert count == 1 and "9331" in reasons and "INV-1042" in reasons["9331"], (count, reasons)
 
@@ -197,7 +172,7 @@ def test_a_psa_email_with_a_space_inside_is_never_sent_an_invitation(cw, cw_serv
 
     report = poll_psa.run(cw_services)
 
-    assert report.error is None and "INV-TYPO" in _numbers(cw_services)
+    assert report.error is None and "INV-TYPO" in invoice_numbers(cw_services)
     sent_to = [
         a
         for p in (
@@ -301,7 +276,7 @@ def test_extremely_long_strings_are_imported_or_quarantined_and_the_portal_still
     report = poll_psa.run(cw_services)
 
     assert report.error is None
-    assert "INV-LONG" in _numbers(cw_services) or "9353" in _quarantine(cw_services)
+    assert "INV-LONG" in invoice_numbers(cw_services) or "9353" in open_quarantine(cw_services)
     with cw_services.store.write() as db:
         logins.set_password(db, cw_services.clock, "long@long.example", PASSWORD)
     client = create_app(cw_services).test_client()
@@ -413,7 +388,7 @@ def test_a_csv_with_a_bom_and_crlf_line_endings_imports_exactly(services):
     assert services.store.scalar("SELECT name FROM clients") == "Café Crème SARL"
     lines = [r[0] for r in services.store.all("SELECT description FROM invoice_lines ORDER BY id")]
     assert lines == ["Managed services", "Onsite visit", "Toner, black"]  # no stray \r
-    assert _quarantine(services) == {}
+    assert open_quarantine(services) == {}
 
 
 def test_a_semicolon_separated_csv_stops_the_poll_with_an_error_naming_the_file(services):
@@ -440,8 +415,8 @@ def test_an_amount_with_a_thousands_separator_rejects_only_its_invoice(services)
     report = poll_psa.run(services)
 
     assert report.error is None
-    assert _numbers(services) == {"INV-K2"}
-    reasons = _quarantine(services)
+    assert invoice_numbers(services) == {"INV-K2"}
+    reasons = open_quarantine(services)
     assert "row 2" in reasons["INV-K1"] and "1,000.00" in reasons["INV-K1"], reasons
 
 

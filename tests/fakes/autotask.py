@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes._spec import Failure, Failures, LoopbackServer, Reject, Spec
-from tests.fakes.connectwise import spec_path
+from tests.fakes.connectwise import Rewrites, spec_path
 
 ROOT = "/ATServicesRest"
 # Entity path segment -> (table attribute, swagger model)
@@ -103,6 +103,7 @@ class AutotaskFake:
         self.violations: list[str] = []
         self.requests: list[Seen] = []
         self.failures = Failures()
+        self.rewrites = Rewrites()
         self._pages: dict[
             str, tuple[str, bytes, dict[str, Any], int]
         ] = {}  # token -> (entity, body, query, offset)
@@ -173,7 +174,16 @@ class AutotaskFake:
 
     # ---- request handling -----------------------------------------------------------------------
 
+    def rewrite_next(self, path: str, edit: Callable[[bytes], bytes]) -> None:
+        """The next 200 answer to a path ending in `path` goes out as `edit(body)` (see Rewrites)."""
+        self.rewrites.add(path, edit)
+
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, Any]:
+        return self.rewrites.apply(urlsplit(target).path, self._handle(method, target, headers, body))
+
+    def _handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict, Any]:
         url = urlsplit(target)
         raw_query = parse_qs(url.query, keep_blank_values=True)
         zone_root = f"/{self.zone}{ROOT}"

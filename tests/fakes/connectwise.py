@@ -5,7 +5,8 @@ against tests/specs/connectwise-psa-subset.json: the operation must exist, query
 be declared (or be a documented query convention on a GET), clientId / Basic `company+public` /
 versioned Accept headers must be present, and request bodies must fit the schema. A violation is
 appended to `fake.violations` and answered 400 with a CW-style error body, so tests assert
-`fake.violations == []`. `fail_next()` injects 429/503/401 and friends.
+`fake.violations == []`. `fail_next()` injects 429/503/401 and friends; `rewrite_next()` replaces one
+answer's bytes with what a real server may send and json.dumps never writes.
 """
 
 from __future__ import annotations
@@ -92,6 +93,44 @@ class _Failure:
         return self.method in (None, method) and (self.path is None or path.startswith(self.path))
 
 
+Answer = tuple[int, dict[str, str], Any]
+
+
+@dataclass
+class _Rewrite:
+    path: str  # the end of the URL path it applies to
+    edit: Callable[[bytes], bytes]
+    content_type: str | None
+
+
+class Rewrites:
+    """`rewrite_next` for a fake: the next 200 answer to a path ending in `path` goes out as
+    `edit(body)` (a byte order mark, another charset, bytes that are not UTF-8, nesting past
+    Python's recursion limit, duplicate keys), optionally under another Content-Type."""
+
+    def __init__(self) -> None:
+        self._items: list[_Rewrite] = []
+        self._lock = threading.Lock()
+
+    def add(self, path: str, edit: Callable[[bytes], bytes], content_type: str | None = None) -> None:
+        with self._lock:
+            self._items.append(_Rewrite(path, edit, content_type))
+
+    def apply(self, url_path: str, answer: Answer) -> Answer:
+        status, extra, payload = answer
+        if status != 200:
+            return answer
+        with self._lock:
+            found = next((r for r in self._items if url_path.endswith(r.path)), None)
+            if found is None:
+                return answer
+            self._items.remove(found)
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        if found.content_type:
+            extra = {**extra, "Content-Type": found.content_type}
+        return status, extra, found.edit(data)
+
+
 class ConnectWiseFake:
     """Start with `with ConnectWiseFake() as cw:` or start()/stop(); point `base_url` at `cw.base_url`."""
 
@@ -121,6 +160,7 @@ class ConnectWiseFake:
         self.violations: list[str] = []
         self.requests: list[Seen] = []
         self._failures: list[_Failure] = []
+        self.rewrites = Rewrites()
         self._next_id = 1_000_000
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -173,6 +213,12 @@ class ConnectWiseFake:
         with self._lock:
             body = {"code": code, "message": f"fake {status}"}
             self._failures.append(_Failure(status, retry_after, times, body, method, path, after))
+
+    def rewrite_next(
+        self, path: str, edit: Callable[[bytes], bytes], *, content_type: str | None = None
+    ) -> None:
+        """The next 200 answer to `path` (relative to the API base) goes out as `edit(body)`."""
+        self.rewrites.add(path, edit, content_type)
 
     def add_company(self, record: dict[str, Any]) -> dict[str, Any]:
         return self._add(self.companies, record)
@@ -229,7 +275,8 @@ class ConnectWiseFake:
                 self._check_credentials(headers)
                 failure = next((f for f in self._failures if f.applies(method, path)), None)
                 if failure is None:
-                    return self._route(method, template, params, query, headers, seen.body)
+                    answer = self._route(method, template, params, query, headers, seen.body)
+                    return self.rewrites.apply(path, answer)
                 failure.times -= 1
                 if failure.times <= 0:
                     self._failures.remove(failure)
@@ -475,10 +522,11 @@ class _Handler(BaseHTTPRequestHandler):
         status, extra, payload = self.fake.handle(self.command, self.path, headers, body)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Type", extra.get("Content-Type", "application/json; charset=utf-8"))
         self.send_header("Content-Length", str(len(data)))
         for key, value in extra.items():
-            self.send_header(key, value)
+            if key != "Content-Type":
+                self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.fakes._spec import Failure, Failures, LoopbackServer, Reject, Spec
-from tests.fakes.connectwise import spec_path
+from tests.fakes.connectwise import Rewrites, spec_path
 
 # list path -> (table attribute, envelope key, schema of one record)
 LISTS = {
@@ -74,6 +74,7 @@ class HaloFake:
         self.violations: list[str] = []
         self.requests: list[Seen] = []
         self.failures = Failures()
+        self.rewrites = Rewrites()
         self._next_id = 7_000_000
         self._lock = threading.RLock()
         self._server = LoopbackServer(self.handle)
@@ -140,7 +141,16 @@ class HaloFake:
 
     # ---- request handling -----------------------------------------------------------------------
 
+    def rewrite_next(self, path: str, edit: Callable[[bytes], bytes]) -> None:
+        """The next 200 answer to a path ending in `path` goes out as `edit(body)` (see Rewrites)."""
+        self.rewrites.add(path, edit)
+
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, Any]:
+        return self.rewrites.apply(urlsplit(target).path, self._handle(method, target, headers, body))
+
+    def _handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict, Any]:
         url = urlsplit(target)
         raw_query = parse_qs(url.query, keep_blank_values=True)
         query = {k: v[0] for k, v in raw_query.items()}

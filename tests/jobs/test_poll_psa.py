@@ -2,27 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from app.jobs import poll_psa
-from app.services import build_services
 from tests.cw_world import contoso, invoice
-from tests.fakes.connectwise import ConnectWiseFake
-
-
-@pytest.fixture
-def cw():
-    with ConnectWiseFake() as fake:
-        yield fake
-    # Any request the real API would refuse fails the test that made it.
-    assert fake.violations == []
-
-
-@pytest.fixture
-def cw_services(tmp_path, frozen_clock, cw):
-    from tests.cw_world import cw_config
-
-    return build_services(cw_config(tmp_path, cw), clock=frozen_clock)
 
 
 def test_invoices_companies_and_billing_contacts_arrive_with_their_references(cw, cw_services):

@@ -646,3 +646,11 @@ def test_one_record_stamped_in_the_far_future_does_not_drag_the_cursor_there(
     pages = list(make_cw(fake, sleeps, frozen_clock).invoices(None))
     # The cursor stops a few minutes after now: later edits of other records stay visible.
     assert pages[-1].cursor == "2026-03-10T15:05:00Z"
+
+
+def test_line_references_are_passed_in_remote_lines_field_order() -> None:
+    # make_line hands the references to RemoteLine by position.
+    from sync.base import RemoteLine
+    from sync.psa.connectwise import _REF_FIELDS
+
+    assert RemoteLine._fields[4 : 4 + len(_REF_FIELDS)] == _REF_FIELDS
