@@ -36,7 +36,7 @@ from sync.base import (
 from sync.http import HttpClient
 from sync.psa.amounts import field_minor, rounded_minor, settle
 from sync.psa.connectwise import map_or_reject, parse_quantity, split_names
-from sync.psa.fields import optional_time, required_date, text_or_none
+from sync.psa.fields import optional_time, record_id, required_date, text_or_none
 
 if TYPE_CHECKING:
     from app.config import AutotaskSettings
@@ -71,7 +71,7 @@ def company_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRule
     if not name:
         raise RecordError("missing companyName")
     return RemoteCompany(
-        remote_id=_id(raw),
+        remote_id=record_id(raw),
         name=name,
         identifier=text_or_none(raw.get("companyNumber")),
         parent_remote_id=_ref(raw.get("parentCompanyID")),
@@ -88,7 +88,7 @@ def contact_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRule
     title = (text_or_none(raw.get("title")) or "").lower()
     email = text_or_none(raw.get("emailAddress"))
     return RemoteContact(
-        remote_id=_id(raw),
+        remote_id=record_id(raw),
         company_remote_id=company,
         email=email if email and "@" in email else None,
         first_name=text_or_none(raw.get("firstName")) or "",
@@ -118,7 +118,7 @@ def invoice_from_api(
     "Rounding" line, anything larger rejects the invoice.
     """
     problems: list[str] = []
-    remote_id = _id(raw)
+    remote_id = record_id(raw)
     number = text_or_none(raw.get("invoiceNumber"))
     if not number:
         problems.append("missing invoiceNumber")
@@ -248,14 +248,6 @@ def _lines(
         problems.append(reason)
     return settled
 
-
-def _id(raw: Mapping[str, Any]) -> str:
-    if not isinstance(raw, Mapping):
-        raise RecordError("record is not a JSON object")
-    value = raw.get("id")
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
-        raise RecordError("missing id")
-    return str(value).strip()
 
 
 def _ref(value: Any) -> str | None:

@@ -35,7 +35,7 @@ from sync.base import (
 )
 from sync.http import HttpClient
 from sync.psa.amounts import exact_minor
-from sync.psa.fields import optional_time, required_date
+from sync.psa.fields import optional_time, record_id, required_date
 
 if TYPE_CHECKING:
     from app.config import ConnectWiseSettings
@@ -98,7 +98,7 @@ def company_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
     if not name:
         raise RecordError("missing name")
     return RemoteCompany(
-        remote_id=_id(raw),
+        remote_id=record_id(raw),
         name=name,
         identifier=_text(raw.get("identifier")),
         parent_remote_id=parent_of(raw),
@@ -129,7 +129,7 @@ def contact_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
     `defaultBillingFlag`; the company's own billingContact is on RemoteCompany for the core to join.
     """
     _object(raw)
-    remote_id = _id(raw)
+    remote_id = record_id(raw)
     company_id = _ref_id(raw, "company")
     if company_id is None:
         raise RecordError("missing company")
@@ -156,7 +156,7 @@ def invoice_from_api(raw: Mapping[str, Any], rules: MappingRules = DEFAULT_RULES
     """
     _object(raw)
     problems: list[str] = []
-    remote_id = _id(raw)
+    remote_id = record_id(raw)
     number = _text(raw.get("invoiceNumber"))
     if not number:
         problems.append("missing invoiceNumber")
@@ -399,16 +399,6 @@ def _object(raw: Any) -> None:
     if not isinstance(raw, Mapping):
         raise RecordError("record is not a JSON object")
 
-
-def _id(raw: Mapping[str, Any]) -> str:
-    value = raw.get("id")
-    if type(value) is float:
-        raise RecordError(f"id {value!r} is not a whole number")
-    if type(value) is int and value <= 0:  # CW's ids count from 1; a write-back could never name it
-        raise RecordError(f"id {value} is not a positive number")
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
-        raise RecordError("missing id")
-    return str(value).strip()
 
 
 def _ref_id(raw: Mapping[str, Any], key: str) -> str | None:

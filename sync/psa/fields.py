@@ -1,4 +1,4 @@
-"""Vendor timestamps and dates as every PSA mapping reads them, with the reasons quarantine shows."""
+"""Vendor ids, timestamps and dates as every PSA mapping reads them, with the reasons quarantine shows."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from app.core.clock import parse_vendor_date, parse_vendor_time
+from sync.base import RecordError
 
 
 def optional_time(value: Any) -> datetime | None:
@@ -30,6 +31,21 @@ def required_date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date
     except ValueError:
         problems.append(f"unparseable {key} {value!r}")
         return None
+
+
+def record_id(raw: Any) -> str:
+    """A vendor record's `id` as text. Every PSA here counts ids from 1: a float, zero or a
+    negative id is refused (a write-back could never name that record)."""
+    if not isinstance(raw, Mapping):
+        raise RecordError("record is not a JSON object")
+    value = raw.get("id")
+    if type(value) is float:
+        raise RecordError(f"id {value!r} is not a whole number")
+    if type(value) is int and value <= 0:
+        raise RecordError(f"id {value} is not a positive number")
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
+        raise RecordError("missing id")
+    return str(value).strip()
 
 
 def text_or_none(value: Any) -> str | None:

@@ -39,7 +39,7 @@ from sync.base import (
 from sync.http import HttpClient
 from sync.psa.amounts import field_minor, rounded_minor, settle
 from sync.psa.connectwise import json_bytes, map_or_reject, parse_quantity
-from sync.psa.fields import optional_time, required_date, text_or_none
+from sync.psa.fields import optional_time, record_id, required_date, text_or_none
 
 if TYPE_CHECKING:
     from app.config import HaloPsaSettings
@@ -72,7 +72,7 @@ def client_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> R
     if not name:
         raise RecordError("missing name")
     return RemoteCompany(
-        remote_id=_id(raw),
+        remote_id=record_id(raw),
         name=name,
         identifier=text_or_none(raw.get("accountsid")),
         parent_remote_id=_invoiced_to(raw),
@@ -103,8 +103,8 @@ def user_from_api(
     if first is None and last is None:
         first, _, last = (text_or_none(raw.get("name")) or "").partition(" ")
     return RemoteContact(
-        remote_id=_id(raw),
-        company_remote_id=_id(client),
+        remote_id=record_id(raw),
+        company_remote_id=record_id(client),
         email=email,
         first_name=first or "",
         last_name=last or "",
@@ -121,8 +121,8 @@ def accounts_contact(client: Mapping[str, Any]) -> RemoteContact | None:
     if not email:
         return None
     return RemoteContact(
-        remote_id=f"client-{_id(client)}-accounts",
-        company_remote_id=_id(client),
+        remote_id=f"client-{record_id(client)}-accounts",
+        company_remote_id=record_id(client),
         email=email,
         first_name=text_or_none(client.get("accountsfirstname")) or "",
         last_name=text_or_none(client.get("accountslastname")) or "",
@@ -143,7 +143,7 @@ def invoice_from_api(raw: Mapping[str, Any], rules: HaloRules = HaloRules()) -> 
     currency, unparseable dates, bad lines, lines not summing to the subtotal (total - tax_total).
     """
     problems: list[str] = []
-    remote_id = _id(raw)
+    remote_id = record_id(raw)
     number = text_or_none(raw.get("invoicenumber")) or text_or_none(raw.get("thirdpartyinvoicenumber"))
     if not number:
         problems.append("missing invoicenumber")
@@ -275,14 +275,6 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
         problems.append(reason)
     return settled
 
-
-def _id(raw: Any) -> str:
-    if not isinstance(raw, Mapping):
-        raise RecordError("record is not a JSON object")
-    value = raw.get("id")
-    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
-        raise RecordError("missing id")
-    return str(value).strip()
 
 
 def _ref(value: Any) -> str | None:
@@ -457,7 +449,7 @@ class HaloPsa:
         now = self._clock.utc_now()
         first = max(1, state.page)
         for records, page_no, is_last in self._list(path, key, {"order": "id", **params}, first=first):
-            fresh = [r for r in records if not (isinstance(r, dict) and _int(r.get("id")) <= state.after)]
+            fresh = [r for r in records if not _already_read(r, state.after)]
             if changed:
                 for raw in fresh:
                     newest = sweep.newer(
@@ -543,6 +535,12 @@ class HaloPsa:
         )
         self._token, self._token_expires_at = token, now + timedelta(seconds=seconds)
         return token
+
+
+def _already_read(raw: Any, after: int) -> bool:
+    # Only a well-formed id can be "already read"; any other record goes on to be quarantined.
+    value = raw.get("id") if isinstance(raw, dict) else None
+    return type(value) is int and 0 < value <= after
 
 
 def _int(value: Any) -> int:

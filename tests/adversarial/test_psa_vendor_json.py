@@ -485,3 +485,30 @@ def test_every_psa_quarantines_numbers_and_nulls_among_invoices(world, tmp_path,
     assert report.error is None, report.error
     assert open_quarantine(services) == {"": "record is not a JSON object"}
     assert _remote_ids(services) == {s.remote_id for s in specs}
+
+
+def test_every_psa_quarantines_float_zero_and_negative_invoice_ids(world, tmp_path, frozen_clock):
+    specs = world.populate(6, companies=2)
+    key = {"connectwise": None, "autotask": "items", "halopsa": "invoices"}[world.kind]
+    ids = {1: 0, 2: -5, 3: 12.0}  # position in the page -> the id it is sent with
+
+    def bad_ids(body: bytes) -> bytes:
+        data = json.loads(body)
+        records = data if key is None else data[key]
+        for at, value in ids.items():
+            records[at]["id"] = value
+        return json.dumps(data).encode()
+
+    world.fake.rewrite_next(LIST_PATH[world.kind], bad_ids)
+    services = _world_services(world, tmp_path, frozen_clock)
+
+    report = _poll(services)
+
+    assert report.error is None, report.error
+    assert open_quarantine(services) == {
+        "0": "id 0 is not a positive number",
+        "-5": "id -5 is not a positive number",
+        "12.0": "id 12.0 is not a whole number",
+    }
+    replaced = {specs[at].remote_id for at in ids}
+    assert _remote_ids(services) == {s.remote_id for s in specs} - replaced
