@@ -221,3 +221,39 @@ def test_a_check_of_500_over_two_invoices_shows_in_portal_ledger_outbox_and_audi
         ("", "300.00"),
         ("500.00", ""),
     ]
+
+
+def test_admin_pages_fit_a_phone_with_long_addresses(world, browser):
+    from app.core.audit import audit
+
+    svc, server, clock = world
+    long_email = "malgorzata.fitzgerald-wisniewska@birchwoodanimalhospital.example"
+    client = factories.make_client(svc, "Birchwood Animal Hospital of Greater Springfield")
+    factories.make_person(svc, client, long_email)
+    inv = factories.make_invoice(svc, client, "INV-11707", total_minor=11_625)
+    pay = factories.make_payment(svc, client, [(inv, 11_625)], status="canceled")
+    with svc.store.write() as db:
+        db.execute("UPDATE payments SET initiated_by = ? WHERE id = ?", (f"login:{long_email}", pay.id))
+        audit(db, clock, actor=f"login:{long_email}", action="payment.started", target=f"payment:{pay.id}")
+    admin = make_admin(svc, "finance@northwind.example", "finance")
+    width = 390
+    context = browser.new_context(viewport={"width": width, "height": 844})
+    page = context.new_page()
+    wide: dict[str, int] = {}
+    try:
+        _admin_sign_in(page, server, admin, clock, "phone")
+        for name, path in (
+            ("audit", "/admin/audit"),
+            ("client", f"/admin/clients/{client.id}"),
+            ("payment", f"/admin/payments/{pay.id}"),
+            ("payments", "/admin/payments"),
+            ("clients", "/admin/clients"),
+        ):
+            page.goto(f"{server.url}{path}")
+            page.screenshot(path=SHOTS / f"phone-{name}.png", full_page=True)
+            scroll = page.evaluate("document.documentElement.scrollWidth")
+            if scroll > width:
+                wide[name] = scroll
+    finally:
+        context.close()
+    assert wide == {}, f"pages wider than the phone: {wide}"

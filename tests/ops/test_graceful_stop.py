@@ -92,6 +92,9 @@ def test_sigterm_during_a_full_sync_stops_after_a_committed_page_and_the_rerun_e
         expected = _contents(tmp_path / "clean" / "cashloop.db")
 
         db = tmp_path / "stopped" / "cashloop.db"
+        # A PSA's pace (50 ms a page): pages that were all here at once would share one batch, whose
+        # commit could land the whole sync before the signal does.
+        world.fake.latency = 0.05
         proc = subprocess.Popen(_cli(configs["stopped"], "sync", "--full"), cwd=ROOT, text=True,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         _wait_for(db, "SELECT COUNT(*) FROM invoices", 3 * PAGE, proc)

@@ -156,3 +156,31 @@ def test_a_person_card_with_nothing_to_do_shows_no_bare_actions_line(signed_in):
     # Empty, so the phone layout (td:empty) hides the label; the address may break, the label not.
     assert '<td data-label="Actions" class="actions-cell"></td>' in me
     assert '<td data-label="Email" class="break">dana@acme.example</td>' in me
+
+
+@pytest.mark.parametrize(
+    ("status", "head", "note"),
+    [
+        ("succeeded", "Applied", None),
+        ("canceled", "Not applied", "This payment was canceled: nothing was applied to these invoices."),
+        ("failed", "Not applied", "This payment failed: nothing was applied to these invoices."),
+        ("processing", "Held", "In progress: these amounts are held on the invoices"),
+        ("pending", "To apply", "Not completed: nothing is applied or held until the payer finishes."),
+    ],
+)
+def test_a_payment_page_says_whether_its_allocations_were_applied(svc, acme, clock, status, head, note):
+    inv = f.make_invoice(svc, acme, "INV-9502", total_minor=11_625)
+    pay = f.make_payment(svc, acme, [(inv, 11_625)], status=status)
+    admin = admin_sign_in(create_app(svc).test_client(), make_admin(svc, "fin@msp.example", "finance"), clock)
+
+    page = admin.get(f"/admin/payments/{pay.id}").get_data(as_text=True)
+
+    table = page.split('id="payment-allocations"')[1].split("</table>")[0]
+    assert f'<th scope="col" class="num">{head}</th>' in table
+    assert re.search(r"<td>INV-9502</td><td class=\"num\">\$116\.25</td>", table)
+    balance = "$0.00" if status == "succeeded" else "$116.25"
+    assert f'<td class="num">{balance}</td>' in table
+    if note is None:
+        assert 'id="payment-allocations-note"' not in page
+    else:
+        assert note in page.split('id="payment-allocations-note">')[1].split("</p>")[0]

@@ -380,6 +380,21 @@ EXCEPTION_KINDS: dict[str, tuple[str, str]] = {
 }
 
 
+# What finance knows a quarantined record by (its invoice number, or a company's or contact's name),
+# read from the vendor's record as stored: each PSA spells the keys its own way; Autotask's stored
+# invoice nests the invoice under "invoice". A record that is not valid JSON has no label.
+_LABEL_PATHS = (
+    "$.invoiceNumber", "$.invoicenumber", "$.invoice_number", "$.invoice.invoiceNumber",
+    "$.companyName", "$.company_name", "$.name",
+)
+_QUARANTINE_LABEL = (
+    "CASE WHEN json_valid(raw_json) THEN COALESCE("
+    + ", ".join(f"NULLIF(trim(json_extract(raw_json, '{path}')), '')" for path in _LABEL_PATHS)
+    + ", NULLIF(trim(COALESCE(json_extract(raw_json, '$.firstName'), '') || ' ' || "
+    "COALESCE(json_extract(raw_json, '$.lastName'), '')), '')) END"
+)
+
+
 def exceptions_queue(store: Store) -> list[QueueItem]:
     """Open exceptions, quarantined PSA records and connectors with a sync error, newest first."""
     items: list[QueueItem] = []
@@ -404,14 +419,16 @@ def exceptions_queue(store: Store) -> list[QueueItem]:
             )
         )
     for r in store.all(
-        "SELECT * FROM quarantine WHERE resolved_at IS NULL ORDER BY last_seen_at DESC, id DESC"
+        f"SELECT *, {_QUARANTINE_LABEL} AS label FROM quarantine "
+        "WHERE resolved_at IS NULL ORDER BY last_seen_at DESC, id DESC"
     ):
+        label = f" ({r['label']})" if r["label"] not in (None, "", r["remote_id"]) else ""
         items.append(
             QueueItem(
                 "quarantine",
                 r["id"],
                 "quarantine",
-                f"Quarantined PSA {r['object']} {r['remote_id']}",
+                f"Quarantined PSA {r['object']} {r['remote_id']}{label}",
                 r["reason"],
                 "Correct the record in the PSA; the next sync reads it again and releases it. "
                 "Dismiss it if it needs nothing (it comes back only if the PSA changes it).",

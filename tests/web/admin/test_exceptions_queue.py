@@ -195,3 +195,43 @@ def test_the_email_log_filters_by_status_and_address(svc, as_owner):
     failed = as_owner.get("/admin/emails?status=failed").get_data(as_text=True)
     assert "ap@globex.example" in failed and "ap@acme.example" not in failed
     assert "1 email<" in as_owner.get("/admin/emails?q=acme").get_data(as_text=True)
+
+
+def test_a_quarantined_invoice_is_titled_with_its_number_for_every_psa(psa_world, tmp_path, frozen_clock):
+    from app.jobs import poll_psa
+    from app.services import build_services
+    from app.web import create_app
+    from tests.web.admin.helpers import make_admin, sign_in
+
+    specs = psa_world.populate(4, companies=1)
+    psa_world.break_invoice(specs[1].remote_id, "missing total")
+    services = build_services(psa_world.config(tmp_path), clock=frozen_clock)
+    assert poll_psa.run(services).error is None
+    owner = make_admin(services, "o@msp.example", "owner")
+    admin = sign_in(create_app(services).test_client(), owner, frozen_clock)
+
+    page = admin.get("/admin/exceptions").get_data(as_text=True)
+
+    assert f"Quarantined PSA invoice {specs[1].remote_id} ({specs[1].number})" in page
+
+
+def test_quarantined_companies_and_contacts_are_titled_with_their_names(svc, as_owner):
+    records = {
+        "cw-co-7": ("company", {"id": 7, "name": " Fabrikam Ltd ", "identifier": "Fab"}),
+        "at-co-8": ("company", {"id": 8, "companyName": "Tailspin Toys"}),
+        "ct-9": ("contact", {"id": 9, "firstName": "Ana", "lastName": "Silva"}),
+        "bad-10": ("invoice", None),  # stored as it came: not JSON, so no label
+        "same-11": ("invoice", {"id": 11, "invoiceNumber": "same-11"}),  # the id again adds nothing
+    }
+    with svc.store.write() as db:
+        for remote_id, (obj, raw) in records.items():
+            raw_json = "{not json" if raw is None else json.dumps(raw)
+            quarantine(db, svc.clock, source="cw", obj=obj, remote_id=remote_id, reason="r", raw_json=raw_json)
+
+    page = as_owner.get("/admin/exceptions").get_data(as_text=True)
+
+    assert "Quarantined PSA company cw-co-7 (Fabrikam Ltd)<" in page
+    assert "Quarantined PSA company at-co-8 (Tailspin Toys)<" in page
+    assert "Quarantined PSA contact ct-9 (Ana Silva)<" in page
+    assert "Quarantined PSA invoice bad-10<" in page
+    assert "Quarantined PSA invoice same-11<" in page
