@@ -225,8 +225,8 @@ def test_quarantined_companies_and_contacts_are_titled_with_their_names(svc, as_
     }
     with svc.store.write() as db:
         for remote_id, (obj, raw) in records.items():
-            raw_json = "{not json" if raw is None else json.dumps(raw)
-            quarantine(db, svc.clock, source="cw", obj=obj, remote_id=remote_id, reason="r", raw_json=raw_json)
+            text = "{not json" if raw is None else json.dumps(raw)
+            quarantine(db, svc.clock, source="cw", obj=obj, remote_id=remote_id, reason="r", raw_json=text)
 
     page = as_owner.get("/admin/exceptions").get_data(as_text=True)
 
