@@ -117,6 +117,10 @@ class World:
     def void(self, remote_id: str) -> None:
         raise NotImplementedError
 
+    def move(self, remote_id: str, company: int) -> None:
+        """The invoice is reassigned to another company at the source."""
+        raise NotImplementedError
+
     def delete(self, remote_id: str) -> None:
         raise NotImplementedError
 
@@ -239,6 +243,10 @@ class ConnectWiseWorld(World):
 
     def void(self, remote_id: str) -> None:
         self.fake.touch(self._record(remote_id), self.now(), status={"id": 9, "name": "Void"})
+
+    def move(self, remote_id: str, company: int) -> None:
+        rec = self._record(remote_id)
+        self.fake.touch(rec, self.now(), company={**rec["company"], "id": company})
 
     def delete(self, remote_id: str) -> None:
         self.fake.invoices.remove(self._record(remote_id))
@@ -368,6 +376,13 @@ class AutotaskWorld(World):
     def void(self, remote_id: str) -> None:
         rec = self._record(remote_id)
         rec.update(isVoided=True, voidedDate=at_time(self.now()), voidedByResourceID=4)
+
+    def move(self, remote_id: str, company: int) -> None:
+        rec = self._record(remote_id)
+        rec["companyID"] = company
+        for item in self.fake.billing_items:
+            if item["invoiceID"] == rec["id"]:
+                item["companyID"] = company
 
     def delete(self, remote_id: str) -> None:
         self.fake.remove_invoice(int(remote_id))
@@ -514,6 +529,9 @@ class HaloWorld(World):
 
     def void(self, remote_id: str) -> None:
         self.fake.touch(self._record(remote_id), voided=True)
+
+    def move(self, remote_id: str, company: int) -> None:
+        self.fake.touch(self._record(remote_id), client_id=company)
 
     def delete(self, remote_id: str) -> None:
         self.fake.invoices.remove(self._record(remote_id))

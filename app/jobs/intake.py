@@ -333,12 +333,14 @@ def _check_amounts(inv: RemoteInvoice) -> None:
             raise Skip(f"{name} {value} minor units of {inv.currency} is beyond any real invoice")
 
 
-def _terms(inv: RemoteInvoice, status: str) -> tuple[Any, ...]:
-    """What a client owes by this invoice: the part a source may not change once Cashloop took money."""
+def _terms(inv: RemoteInvoice, status: str, client_id: int) -> tuple[Any, ...]:
+    """Who owes what by this invoice: the part a source may not change once Cashloop took money
+    (a payment made by one client never silently lands on another's invoice)."""
     lines = tuple(
         (ln.description, ln.quantity, ln.unit_price_minor, ln.amount_minor, ln.tax_minor) for ln in inv.lines
     )
     return (
+        client_id,
         inv.number,
         inv.currency,
         inv.issued_on.isoformat(),
@@ -362,6 +364,7 @@ def _stored_terms(db: Database, row: sqlite3.Row) -> tuple[Any, ...]:
         )
     )
     return (
+        row["client_id"],
         row["number"],
         row["currency"],
         row["issued_on"],
@@ -373,6 +376,11 @@ def _stored_terms(db: Database, row: sqlite3.Row) -> tuple[Any, ...]:
         row["is_approved"],
         lines,
     )
+
+
+def _company_remote_id(db: Database, client_id: int) -> str:
+    row = db.execute("SELECT remote_id FROM clients WHERE id = ?", (client_id,)).fetchone()
+    return row["remote_id"] if row else str(client_id)
 
 
 def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: str, remote: Any) -> str:
@@ -464,14 +472,19 @@ def upsert_invoice(
     )
     refs = (inv.agreement, inv.project, inv.phase, inv.ticket, inv.description)
     if existing is not None:
-        if _ours(db, existing["id"]) and _terms(inv, status) != _stored_terms(db, existing):
+        if _ours(db, existing["id"]) and _terms(inv, status, client_id) != _stored_terms(db, existing):
+            moved = (
+                f", company {_company_remote_id(db, existing['client_id'])} -> {inv.company_remote_id}"
+                if client_id != existing["client_id"]
+                else ""
+            )
             return _hold(
                 db,
                 clock,
                 existing,
                 ref=digest,
                 summary=f"changed at the source (total {existing['total_minor']} -> {inv.total_minor}, "
-                f"status {existing['status']} -> {status})",
+                f"status {existing['status']} -> {status}{moved})",
                 remote=json.loads(raw_json),
             )
         paid_elsewhere = _paid_elsewhere(db, existing["id"], inv)

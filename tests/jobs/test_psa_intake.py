@@ -326,6 +326,32 @@ def test_a_void_after_payment_lands_in_the_exceptions_queue_and_the_payment_is_u
     assert status.held_changes == 1
 
 
+def test_a_paid_invoice_moved_to_another_company_at_the_source_is_held_and_stays_with_its_payer(
+    world, tmp_path, frozen_clock, stripe_double, mail
+):
+    specs = world.populate(4, companies=2)
+    paid, other = specs[0], next(s for s in specs if s.company != specs[0].company)
+    services = _services(
+        world, tmp_path, frozen_clock, stripe_base=stripe_double.api_base, smtp_port=mail.port
+    )
+    poll_psa.run(services)
+    c = paid.company - 100  # populate() names company 100 + c's billing contact ap{c}@client{c}
+    invoice_id = _pay(services, stripe_double, paid.remote_id, f"ap{c}@client{c}.example")
+    ledger = _ledger(services, invoice_id)
+    owner = services.store.scalar("SELECT client_id FROM invoices WHERE id = ?", (invoice_id,))
+    frozen_clock.advance(timedelta(minutes=15))
+    world.move(paid.remote_id, other.company)
+
+    report = poll_psa.run(services)
+
+    assert report.counts["invoices"]["held"] == 1
+    assert services.store.scalar("SELECT client_id FROM invoices WHERE id = ?", (invoice_id,)) == owner
+    (exc,) = services.store.all("SELECT kind, summary FROM exceptions WHERE resolved_at IS NULL")
+    assert exc["kind"] == "source_change_on_paid_invoice"
+    assert f"company {paid.company} -> {other.company}" in exc["summary"], exc["summary"]
+    assert _ledger(services, invoice_id) == ledger
+
+
 def test_a_paid_invoice_deleted_at_the_source_is_held_for_a_person(
     world, tmp_path, frozen_clock, stripe_double, mail
 ):
