@@ -121,6 +121,10 @@ class World:
         """The invoice is reassigned to another company at the source."""
         raise NotImplementedError
 
+    def rename_company(self, cid: int, name: str) -> None:
+        """The company's name is edited at the source (a change the next poll reads)."""
+        raise NotImplementedError
+
     def delete(self, remote_id: str) -> None:
         raise NotImplementedError
 
@@ -247,6 +251,9 @@ class ConnectWiseWorld(World):
     def move(self, remote_id: str, company: int) -> None:
         rec = self._record(remote_id)
         self.fake.touch(rec, self.now(), company={**rec["company"], "id": company})
+
+    def rename_company(self, cid: int, name: str) -> None:
+        self.fake.touch(next(c for c in self.fake.companies if c["id"] == cid), self.now(), name=name)
 
     def delete(self, remote_id: str) -> None:
         self.fake.invoices.remove(self._record(remote_id))
@@ -383,6 +390,10 @@ class AutotaskWorld(World):
         for item in self.fake.billing_items:
             if item["invoiceID"] == rec["id"]:
                 item["companyID"] = company
+
+    def rename_company(self, cid: int, name: str) -> None:
+        rec = next(c for c in self.fake.companies if c["id"] == cid)
+        rec.update(companyName=name, lastTrackedModifiedDateTime=at_time(self.now()))
 
     def delete(self, remote_id: str) -> None:
         self.fake.remove_invoice(int(remote_id))
@@ -532,6 +543,9 @@ class HaloWorld(World):
 
     def move(self, remote_id: str, company: int) -> None:
         self.fake.touch(self._record(remote_id), client_id=company)
+
+    def rename_company(self, cid: int, name: str) -> None:
+        self.fake.touch(next(c for c in self.fake.clients if c["id"] == cid), name=name)
 
     def delete(self, remote_id: str) -> None:
         self.fake.invoices.remove(self._record(remote_id))

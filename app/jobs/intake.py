@@ -42,6 +42,10 @@ class Skip(Exception):
     """This record is quarantined with the message as its reason."""
 
 
+# The reason an invoice waits for its company; poll_psa reads such invoices again once it is here.
+UNKNOWN_COMPANY = "invoice's company {} is unknown"
+
+
 def _raw(record: Any, *, cut: bool = False) -> str:
     """The record as stored. Raises Skip for one nested too deep to store, unless `cut` (quarantine
     keeps what it can of it)."""
@@ -451,7 +455,7 @@ def upsert_invoice(
     _check_amounts(inv)
     client_id = lookups.clients.get(inv.company_remote_id)
     if client_id is None:
-        raise Skip(f"invoice's company {inv.company_remote_id} is unknown")
+        raise Skip(UNKNOWN_COMPANY.format(inv.company_remote_id))
     taken = lookups.numbers.get(inv.number)
     if taken is not None and taken != inv.remote_id:
         raise Skip(f"invoice number {inv.number} is already used by invoice {taken} at the source")

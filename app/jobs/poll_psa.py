@@ -27,7 +27,7 @@ from typing import Any
 from app.core import stop_flag, sync_status
 from app.core.clock import from_db, to_db
 from app.core.logins import issue_invitation
-from app.jobs.intake import apply_page, mark_deleted
+from app.jobs.intake import UNKNOWN_COMPANY, apply_page, mark_deleted
 from app.services import Services
 from sync import sweep
 from sync.base import ConnectorError, Page, RemoteContact
@@ -217,6 +217,9 @@ def run(
             _save_state(db, services, connector, obj, stored_cursor, counts, error=None, success=True)
     if report.error is None and not read_all and getattr(source, "refreshes_open_invoices", False):
         _refresh_open(services, report, connector, fingerprint, entity_id, skip=swept)
+    if report.error is None and not read_all and hasattr(source, "refresh"):
+        waiting = _waiting_for_company(services, connector, swept)
+        _reread(services, report, connector, fingerprint, entity_id, waiting)
     if report.error is None:
         _check_deletions(services, report, connector, fingerprint, due=deletions_due)
     if report.error is None and reason:
@@ -224,6 +227,26 @@ def run(
             sync_status.clear_stop(db, services.clock, connector=connector)
     log.info("PSA poll %s: %s", connector, report.summary())
     return report
+
+
+# At most this many quarantined invoices are read again a poll (one request each at some PSAs).
+REREAD_LIMIT = 500
+_BEFORE, _AFTER = UNKNOWN_COMPANY.split("{}")
+
+
+def _waiting_for_company(services: Services, connector: str, skip: set[str]) -> list[str]:
+    """Invoices quarantined because their company was unknown, whose company has arrived since.
+
+    An incremental sweep reads an invoice only when it changes, and fixing its company at the PSA
+    does not change it: without this it would wait for the next full sweep.
+    """
+    rows = services.store.all(
+        "SELECT q.remote_id FROM quarantine q JOIN clients c ON c.source = q.source "
+        "AND q.reason = ? || c.remote_id || ? "
+        "WHERE q.source = ? AND q.object = 'invoice' AND q.resolved_at IS NULL ORDER BY q.id LIMIT ?",
+        (_BEFORE, _AFTER, connector, REREAD_LIMIT + len(skip)),
+    )
+    return [r[0] for r in rows if r[0] not in skip][:REREAD_LIMIT]
 
 
 def _refresh_open(
@@ -246,6 +269,15 @@ def _refresh_open(
         )
         if r[0] not in skip
     ]
+    _reread(services, report, connector, fingerprint, entity_id, ids)
+
+
+def _reread(
+    services: Services, report: PollReport, connector: str, fingerprint: str, entity_id: int, ids: list[str]
+) -> None:
+    """The invoices `ids` read again (the connector's `refresh`) and applied like any page."""
+    if not ids:
+        return
     counts = report.counts.setdefault("invoices", Counter())
     try:
         for page in services.psa.refresh(ids):  # type: ignore[attr-defined]

@@ -34,6 +34,7 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
+from sync.psa import refetch
 from sync.psa.amounts import exact_minor
 from sync.psa.fields import optional_time, record_id, required_date
 
@@ -591,6 +592,14 @@ class ConnectWise:
         if not isinstance(created, dict) or created.get("id") is None:
             raise ConnectorError(f"POST {path}: response carries no payment id", retryable=False)
         return str(created["id"])
+
+    def refresh(self, remote_ids: Iterable[str]) -> Iterator[Page]:
+        """The invoices `remote_ids` as they are now, one GET each (an id gone at ConnectWise is left out)."""
+        return refetch.by_id(
+            remote_ids,
+            lambda rid: _json(self._get(f"/finance/invoices/{rid}", {})),
+            lambda raw: map_or_reject("invoice", invoice_from_api, raw, self._rules),
+        )
 
     def invoice_ids(self) -> Iterator[str]:
         """Every invoice id at ConnectWise, 1,000 a request (`fields=id`, keyset on id)."""

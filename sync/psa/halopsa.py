@@ -14,7 +14,7 @@ matches the store writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
+from sync.psa import refetch
 from sync.psa.amounts import field_minor, rounded_minor, settle
 from sync.psa.connectwise import json_bytes, map_or_reject, parse_quantity
 from sync.psa.fields import optional_time, record_id, required_date, text_or_none
@@ -380,6 +381,15 @@ class HaloPsa:
                 yield Page(items, sweep.format_time(newest) if newest and newest > since else state.since)
                 return
             yield Page(items, None)
+
+    def refresh(self, remote_ids: Iterable[str]) -> Iterator[Page]:
+        """The invoices `remote_ids` as they are now (`GET /Invoice/{id}`: its InvoiceHeader has the
+        lines); an id gone at Halo is left out."""
+        return refetch.by_id(
+            remote_ids,
+            lambda rid: self._get_json(f"/Invoice/{rid}", {}),
+            lambda raw: map_or_reject("invoice", invoice_from_api, raw, self._rules),
+        )
 
     def invoice_ids(self) -> Iterator[str]:
         """Every invoice id (`idonly=true`), in id order."""

@@ -15,6 +15,7 @@ from app import checkout
 from app.core.sync_status import connector_status
 from app.jobs import poll_psa
 from app.services import build_services
+from tests.cw_world import open_quarantine
 from tests.psa_worlds import BAD, make_world
 
 
@@ -324,6 +325,37 @@ def test_a_void_after_payment_lands_in_the_exceptions_queue_and_the_payment_is_u
     assert ledger[0][2] == specs[0].total
     (status,) = connector_status(services.store)
     assert status.held_changes == 1
+
+
+def test_invoices_waiting_for_their_company_import_once_the_company_is_fixed_at_the_source(
+    world, tmp_path, frozen_clock
+):
+    specs = world.populate(6, companies=2)
+    waiting = [s for s in specs if s.company == 101]
+    world.rename_company(101, "")  # refused (no name): its invoices wait for it in quarantine
+    services = _services(world, tmp_path, frozen_clock)
+    poll_psa.run(services)
+    assert set(open_quarantine(services)) == {s.remote_id for s in waiting}
+    assert all(r == "invoice's company 101 is unknown" for r in open_quarantine(services).values())
+    frozen_clock.advance(timedelta(minutes=15))
+    world.change(next(s for s in specs if s.company == 100).remote_id)  # business goes on
+    poll_psa.run(services)  # and the cursor moves on, past the waiting invoices' own stamps
+    frozen_clock.advance(timedelta(minutes=15))
+    world.rename_company(101, "Client 01 Fixed Ltd")  # fixed at the PSA; its invoices stay unchanged
+
+    report = poll_psa.run(services)
+
+    assert report.error is None, report.error
+    assert open_quarantine(services) == {}
+    rows = services.store.all(
+        "SELECT i.remote_id, i.total_minor, c.name FROM invoices i JOIN clients c ON c.id = i.client_id "
+        "WHERE c.remote_id = '101'"
+    )
+    expected = {(s.remote_id, s.total, "Client 01 Fixed Ltd") for s in waiting}
+    assert {(r[0], r[1], r[2]) for r in rows} == expected
+    assert report.counts["invoices"]["created"] == len(waiting)
+    again = poll_psa.run(services)
+    assert again.counts["invoices"]["created"] == 0 and open_quarantine(services) == {}
 
 
 def test_a_paid_invoice_moved_to_another_company_at_the_source_is_held_and_stays_with_its_payer(
