@@ -125,6 +125,10 @@ class World:
         """The company's name is edited at the source (a change the next poll reads)."""
         raise NotImplementedError
 
+    def edit_contact(self, cid: int) -> None:
+        """Company `cid`'s billing contact gets a new phone number at the source."""
+        raise NotImplementedError
+
     def delete(self, remote_id: str) -> None:
         raise NotImplementedError
 
@@ -254,6 +258,10 @@ class ConnectWiseWorld(World):
 
     def rename_company(self, cid: int, name: str) -> None:
         self.fake.touch(next(c for c in self.fake.companies if c["id"] == cid), self.now(), name=name)
+
+    def edit_contact(self, cid: int) -> None:
+        contact = next(c for c in self.fake.contacts if c["id"] == cid * 10)
+        self.fake.touch(contact, self.now(), phone="555-0100")
 
     def delete(self, remote_id: str) -> None:
         self.fake.invoices.remove(self._record(remote_id))
@@ -394,6 +402,10 @@ class AutotaskWorld(World):
     def rename_company(self, cid: int, name: str) -> None:
         rec = next(c for c in self.fake.companies if c["id"] == cid)
         rec.update(companyName=name, lastTrackedModifiedDateTime=at_time(self.now()))
+
+    def edit_contact(self, cid: int) -> None:
+        rec = next(c for c in self.fake.contacts if c["id"] == cid * 10)
+        rec.update(phone="555-0100", lastModifiedDate=at_time(self.now()))
 
     def delete(self, remote_id: str) -> None:
         self.fake.remove_invoice(int(remote_id))
@@ -546,6 +558,9 @@ class HaloWorld(World):
 
     def rename_company(self, cid: int, name: str) -> None:
         self.fake.touch(next(c for c in self.fake.clients if c["id"] == cid), name=name)
+
+    def edit_contact(self, cid: int) -> None:
+        self.fake.touch(next(u for u in self.fake.users if u["id"] == cid * 10), phonenumber="555-0100")
 
     def delete(self, remote_id: str) -> None:
         self.fake.invoices.remove(self._record(remote_id))

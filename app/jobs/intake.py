@@ -42,8 +42,8 @@ class Skip(Exception):
     """This record is quarantined with the message as its reason."""
 
 
-# The reason an invoice waits for its company; poll_psa reads such invoices again once it is here.
-UNKNOWN_COMPANY = "invoice's company {} is unknown"
+# The reason a record waits for its company; poll_psa reads such records again once it is here.
+UNKNOWN_COMPANY = {"invoice": "invoice's company {} is unknown", "contact": "contact's company {} is unknown"}
 
 
 def _raw(record: Any, *, cut: bool = False) -> str:
@@ -226,7 +226,7 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
         "SELECT id, raw_json FROM clients WHERE source = ? AND remote_id = ?", (source, c.company_remote_id)
     ).fetchone()
     if client is None:
-        raise Skip(f"contact's company {c.company_remote_id} is unknown")
+        raise Skip(UNKNOWN_COMPANY["contact"].format(c.company_remote_id))
     billing_id = None
     if client["raw_json"]:
         billing_id = str(((json.loads(client["raw_json"]) or {}).get("billingContact") or {}).get("id") or "")
@@ -455,7 +455,7 @@ def upsert_invoice(
     _check_amounts(inv)
     client_id = lookups.clients.get(inv.company_remote_id)
     if client_id is None:
-        raise Skip(UNKNOWN_COMPANY.format(inv.company_remote_id))
+        raise Skip(UNKNOWN_COMPANY["invoice"].format(inv.company_remote_id))
     taken = lookups.numbers.get(inv.number)
     if taken is not None and taken != inv.remote_id:
         raise Skip(f"invoice number {inv.number} is already used by invoice {taken} at the source")

@@ -149,7 +149,10 @@ def run(
         counts: Counter[str] = Counter()
         report.counts[obj] = counts
         stored_cursor = _stored_cursor(services, connector, obj)
-        start = _start_cursor(services, stored_cursor, full=full)
+        # Contacts that waited for a company now here: a sweep of all contacts reads them (fixing
+        # the company did not change them, so an incremental one would not).
+        again = obj == "contacts" and _waiting_for_company(services, connector, "contact", set(), limit=1)
+        start = _start_cursor(services, stored_cursor, full=full or bool(again))
         if obj == "invoices":
             # A sweep of everything has just read each open invoice; one asked for (--full), or the
             # rest of one, is also when the invoices the PSA deleted are looked for.
@@ -218,7 +221,7 @@ def run(
     if report.error is None and not read_all and getattr(source, "refreshes_open_invoices", False):
         _refresh_open(services, report, connector, fingerprint, entity_id, skip=swept)
     if report.error is None and not read_all and hasattr(source, "refresh"):
-        waiting = _waiting_for_company(services, connector, swept)
+        waiting = _waiting_for_company(services, connector, "invoice", swept)
         _reread(services, report, connector, fingerprint, entity_id, waiting)
     if report.error is None:
         _check_deletions(services, report, connector, fingerprint, due=deletions_due)
@@ -231,22 +234,24 @@ def run(
 
 # At most this many quarantined invoices are read again a poll (one request each at some PSAs).
 REREAD_LIMIT = 500
-_BEFORE, _AFTER = UNKNOWN_COMPANY.split("{}")
 
 
-def _waiting_for_company(services: Services, connector: str, skip: set[str]) -> list[str]:
-    """Invoices quarantined because their company was unknown, whose company has arrived since.
+def _waiting_for_company(
+    services: Services, connector: str, obj: str, skip: set[str], *, limit: int = REREAD_LIMIT
+) -> list[str]:
+    """Records of `obj` quarantined because their company was unknown, whose company has arrived.
 
-    An incremental sweep reads an invoice only when it changes, and fixing its company at the PSA
+    An incremental sweep reads a record only when it changes, and fixing its company at the PSA
     does not change it: without this it would wait for the next full sweep.
     """
+    before, after = UNKNOWN_COMPANY[obj].split("{}")
     rows = services.store.all(
         "SELECT q.remote_id FROM quarantine q JOIN clients c ON c.source = q.source "
         "AND q.reason = ? || c.remote_id || ? "
-        "WHERE q.source = ? AND q.object = 'invoice' AND q.resolved_at IS NULL ORDER BY q.id LIMIT ?",
-        (_BEFORE, _AFTER, connector, REREAD_LIMIT + len(skip)),
+        "WHERE q.source = ? AND q.object = ? AND q.resolved_at IS NULL ORDER BY q.id LIMIT ?",
+        (before, after, connector, obj, limit + len(skip)),
     )
-    return [r[0] for r in rows if r[0] not in skip][:REREAD_LIMIT]
+    return [r[0] for r in rows if r[0] not in skip][:limit]
 
 
 def _refresh_open(

@@ -336,17 +336,23 @@ def test_invoices_waiting_for_their_company_import_once_the_company_is_fixed_at_
     services = _services(world, tmp_path, frozen_clock)
     poll_psa.run(services)
     assert set(open_quarantine(services)) == {s.remote_id for s in waiting}
-    assert all(r == "invoice's company 101 is unknown" for r in open_quarantine(services).values())
+    assert set(open_quarantine(services).values()) == {"invoice's company 101 is unknown"}
+    contacts_waiting = open_quarantine(services, "contact")
+    assert contacts_waiting and set(contacts_waiting.values()) == {"contact's company 101 is unknown"}
     frozen_clock.advance(timedelta(minutes=15))
     world.change(next(s for s in specs if s.company == 100).remote_id)  # business goes on
-    poll_psa.run(services)  # and the cursor moves on, past the waiting invoices' own stamps
+    world.edit_contact(100)
+    poll_psa.run(services)  # and the cursors move on, past the waiting records' own stamps
     frozen_clock.advance(timedelta(minutes=15))
     world.rename_company(101, "Client 01 Fixed Ltd")  # fixed at the PSA; its invoices stay unchanged
 
     report = poll_psa.run(services)
 
     assert report.error is None, report.error
-    assert open_quarantine(services) == {}
+    assert open_quarantine(services) == {} and open_quarantine(services, "contact") == {}
+    assert services.store.scalar(
+        "SELECT COUNT(*) FROM contacts k JOIN clients c ON c.id = k.client_id WHERE c.remote_id = '101'"
+    ) == len(contacts_waiting)
     rows = services.store.all(
         "SELECT i.remote_id, i.total_minor, c.name FROM invoices i JOIN clients c ON c.id = i.client_id "
         "WHERE c.remote_id = '101'"
@@ -356,6 +362,7 @@ def test_invoices_waiting_for_their_company_import_once_the_company_is_fixed_at_
     assert report.counts["invoices"]["created"] == len(waiting)
     again = poll_psa.run(services)
     assert again.counts["invoices"]["created"] == 0 and open_quarantine(services) == {}
+    assert again.counts["contacts"]["created"] == 0
 
 
 def test_a_paid_invoice_moved_to_another_company_at_the_source_is_held_and_stays_with_its_payer(
