@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +27,9 @@ log = logging.getLogger(__name__)
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _MESSAGE_KEYS = ("message", "Message", "detail", "Detail", "error_description", "error", "Error")
 _MAX_MESSAGE = 300
+# A vendor's Retry-After longer than this is read as this (a write-back is tried again within hours,
+# whatever a confused server says); the client's own waits are capped lower still (max_backoff).
+RETRY_AFTER_CAP = 6 * 3600.0
 
 
 class HttpClient:
@@ -136,15 +141,26 @@ def _find_message(body: Any, depth: int = 0) -> str | None:
     return None
 
 
-def _retry_after(resp: requests.Response) -> float | None:
-    """A numeric Retry-After in seconds; the HTTP-date form is ignored (no vendor of ours sends it)."""
-    raw = resp.headers.get("Retry-After")
-    if raw is None:
+def _retry_after(resp: requests.Response, *, now: Callable[[], float] = time.time) -> float | None:
+    """Retry-After in seconds (RFC 9110: delay-seconds or an HTTP-date), at most RETRY_AFTER_CAP.
+
+    A value that is neither, or negative, or not finite, is no answer (None: the usual backoff
+    applies), never "retry at once" or "wait forever".
+    """
+    raw = (resp.headers.get("Retry-After") or "").strip()
+    if not raw:
         return None
     try:
-        return max(0.0, float(raw.strip()))
+        seconds = float(raw)
     except ValueError:
+        try:
+            seconds = parsedate_to_datetime(raw).timestamp() - now()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        seconds = max(0.0, seconds)  # a date already past: the server is ready again
+    if not math.isfinite(seconds) or seconds < 0:
         return None
+    return min(seconds, RETRY_AFTER_CAP)
 
 
 def _never_sent(exc: requests.RequestException) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], str], str | None]
 STALE_CLAIM = timedelta(minutes=10)
+# The longest a vendor's Retry-After may put an entry off (sync/http.py reads no more than this).
+MAX_RETRY_AFTER_SECONDS = 6 * 3600
 
 
 class PermanentError(Exception):
@@ -142,8 +145,8 @@ def drain(store: Store, clock: Clock, handlers: Mapping[str, Handler], *, max_at
                 report.dead += 1
             else:
                 delay = backoff(row["attempts"], base_delay_seconds)
-                if exc.retry_after:
-                    delay = max(delay, timedelta(seconds=exc.retry_after))
+                if exc.retry_after and math.isfinite(exc.retry_after):
+                    delay = max(delay, timedelta(seconds=min(exc.retry_after, MAX_RETRY_AFTER_SECONDS)))
                 with store.write() as db:
                     db.execute(
                         "UPDATE outbox SET status = 'pending', next_attempt_at = ?, last_error = ?, "

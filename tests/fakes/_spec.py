@@ -212,7 +212,7 @@ def _parses(text: str) -> bool:
 @dataclass
 class Failure:
     status: int
-    retry_after: float | None
+    retry_after: float | str | None  # a str is sent as it is
     times: int
     method: str | None = None
     path: str | None = None  # a prefix of the request path

@@ -271,7 +271,7 @@ class AutotaskFake:
         failure = self.failures.take(method, path)
         if failure is None:
             return status, extra, payload
-        wait = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
+        wait = _retry_after_header(failure.retry_after)
         return failure.status, wait, {"errors": [f"fake {failure.status}"]}
 
     def _answer(
@@ -279,7 +279,7 @@ class AutotaskFake:
     ) -> tuple[int, dict, Any]:
         failure = self.failures.take(method, path)
         if failure is not None:
-            wait = {"Retry-After": f"{failure.retry_after:g}"} if failure.retry_after is not None else {}
+            wait = _retry_after_header(failure.retry_after)
             return failure.status, wait, {"errors": [f"fake {failure.status}"]}
         size = _key(query, "MaxRecords") or MAX_RECORDS
         if not isinstance(size, int) or not 1 <= size <= MAX_RECORDS:
@@ -410,3 +410,10 @@ def _typed(value: Any, schema: dict[str, Any], name: str) -> Any:
     except (ValueError, TypeError, ArithmeticError):
         raise Reject(400, f"{name}: {value!r} is not a valid {schema.get('format') or kind}") from None
     return str(value)
+
+
+def _retry_after_header(value: float | str | None) -> dict[str, str]:
+    """A number as delay-seconds; a string as sent (an HTTP-date, or what a confused server writes)."""
+    if value is None:
+        return {}
+    return {"Retry-After": value if isinstance(value, str) else f"{value:g}"}

@@ -66,3 +66,34 @@ def test_a_refused_login_is_not_retried(fake: AutotaskFake) -> None:
             "POST", fake.zone_url + "V1.0/Companies/query", json=QUERY, headers=headers, idempotent=True
         )
     assert (err.value.status, err.value.retryable, sleeps) == (401, False, [])
+
+
+@pytest.mark.parametrize("value", ["-5", "nan", "NaN", "inf", "soon", "Fri, 32 Foo 2026 99:00:00 GMT"])
+def test_a_retry_after_that_is_no_delay_gets_the_usual_backoff_not_an_instant_retry(fake, value) -> None:
+    sleeps: list[float] = []
+    fake.fail_next(429, retry_after=value, times=4)
+    resp = _post(HttpClient(timeout=5, max_backoff=60, sleep=sleeps.append), fake)
+    assert resp.status_code == 200
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_a_retry_after_date_waits_until_then_and_a_past_date_not_at_all(fake) -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    sleeps: list[float] = []
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
+    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+    fake.fail_next(503, retry_after=soon, times=1)
+    _post(HttpClient(timeout=5, max_backoff=60, sleep=sleeps.append), fake)
+    fake.fail_next(503, retry_after=past, times=1)
+    _post(HttpClient(timeout=5, max_backoff=60, sleep=sleeps.append), fake)
+    assert 15 <= sleeps[0] <= 20 and sleeps[1] == 0.0
+
+
+@pytest.mark.parametrize(("value", "kept"), [("1e9", 6 * 3600.0), ("inf", None), ("120", 120.0)])
+def test_the_retry_after_a_caller_sees_is_finite_and_at_most_six_hours(fake, value, kept) -> None:
+    fake.fail_next(429, retry_after=value, times=10)
+    with pytest.raises(ConnectorError) as err:
+        _post(HttpClient(timeout=5, max_retries=1, sleep=lambda s: None), fake)
+    assert err.value.retry_after == kept
