@@ -86,7 +86,15 @@ def _check_color(value: str) -> str | None:
 
 
 def _check_overlap(value: int) -> str | None:
-    return None if 0 <= value <= 1440 else f"must be 0 to 1440 minutes, got {value}"
+    # At least a minute: a PSA's change times are to the second and its filter is "after", so a
+    # poll must start before the last one's cursor to see an edit made in that same second.
+    return None if 1 <= value <= 1440 else f"must be 1 to 1440 minutes, got {value}"
+
+
+def _check_host(value: str) -> str | None:
+    if "://" in value or "/" in value or not value.strip() or " " in value:
+        return f"must be a host name such as na.myconnectwise.net (no https://, no path), got {value!r}"
+    return None
 
 
 def _check_listen(value: str) -> str | None:
@@ -150,7 +158,7 @@ class StripeSettings:
     webhook_secret: Secret = opt(doc="Signing secret of the webhook endpoint (whsec_...).")
     api_base: str = opt("https://api.stripe.com", check=_check_url, doc="Stripe API base URL.")
     js_url: str = opt("https://js.stripe.com/v3/", check=_check_url, doc="Stripe.js URL.")
-    timeout_seconds: int = opt(20, check=_check_positive, doc="Timeout of one Stripe API call.")
+    timeout_seconds: int = opt(20, check=_check_up_to(600), doc="Timeout of one Stripe API call (1-600).")
     ach_enabled: bool = opt(
         False, doc="Offer US bank accounts (ACH Direct Debit); turn on once Stripe has activated it.")
     payout_reconcile_minutes: int = opt(
@@ -170,7 +178,7 @@ class EmailSettings:
     from_address: str = opt(doc="Sender address of every message.")
     from_name: str = opt("", doc="Sender display name; defaults to the branding name.")
     reply_to: str = opt("", doc="Reply-To of every message; empty uses branding.support_email.")
-    timeout_seconds: int = opt(20, check=_check_positive, doc="Timeout of one SMTP conversation.")
+    timeout_seconds: int = opt(20, check=_check_up_to(600), doc="Timeout of one SMTP conversation (1-600).")
     templates_dir: str = opt(
         "", doc="Folder whose email templates replace the shipped ones of the same name.")
     ca_file: str = opt(
@@ -180,17 +188,19 @@ class EmailSettings:
 @dataclass(frozen=True, kw_only=True)
 class ConnectWiseSettings:
     site: str = opt(
-        "na.myconnectwise.net", doc="ConnectWise host (na./eu./au.myconnectwise.net or on-prem).")
+        "na.myconnectwise.net", check=_check_host,
+        doc="ConnectWise host (na./eu./au.myconnectwise.net or on-prem).")
     codebase: str = opt(
         "v4_6_release/", doc="Codebase path segment (GET /login/companyinfo/{company} tells).")
-    base_url: str = opt("", doc="Full API base; overrides site/codebase (on-prem or tests).")
-    company_id: str = opt(doc="ConnectWise company id used to sign in.")
-    public_key: str = opt(doc="API member public key.")
+    base_url: str = opt("", check=_check_optional_url,
+                        doc="Full API base; overrides site/codebase (on-prem or tests).")
+    company_id: str = opt(check=_check_filled, doc="ConnectWise company id used to sign in.")
+    public_key: str = opt(check=_check_filled, doc="API member public key.")
     private_key: Secret = opt(doc="API member private key.")
-    client_id: str = opt(doc="clientId GUID registered with ConnectWise.")
-    page_size: int = opt(1000, check=_check_positive, doc="Records per page (ConnectWise caps at 1000).")
+    client_id: str = opt(check=_check_filled, doc="clientId GUID registered with ConnectWise.")
+    page_size: int = opt(1000, check=_check_up_to(1000), doc="Records per page (ConnectWise caps at 1000).")
     payment_type: str = opt("Payment", doc="InvoicePayment type written back for portal payments.")
-    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
     currency: str = opt("USD", check=_check_currency,
                         doc="Currency of invoices that carry no currency.currencyCode (ISO 4217).")
     void_statuses: tuple[str, ...] = opt(("Void",), doc="Invoice billing status names that mean void.")
@@ -220,16 +230,20 @@ def _check_autotask_page(value: int) -> str | None:
 
 @dataclass(frozen=True, kw_only=True)
 class AutotaskSettings:
-    username: str = opt(doc="API-only user (its email address) that Cashloop signs in as.")
+    username: str = opt(
+        check=_check_filled, doc="API-only user (its email address) that Cashloop signs in as.")
     secret: Secret = opt(doc="That API user's secret.")
-    integration_code: str = opt(doc="ApiIntegrationCode (the tracking identifier of the API user).")
-    zone_url: str = opt("", doc="Zone API base such as https://webservices5.autotask.net/ATServicesRest/; "
-                                "empty asks zone discovery (and caches the answer until restart).")
+    integration_code: str = opt(
+        check=_check_filled, doc="ApiIntegrationCode (the tracking identifier of the API user).")
+    zone_url: str = opt(
+        "", check=_check_optional_url,
+        doc="Zone API base such as https://webservices5.autotask.net/ATServicesRest/; "
+            "empty asks zone discovery (and caches the answer until restart).")
     discovery_url: str = opt("https://webservices.autotask.net/ATServicesRest", check=_check_url,
                              doc="Where the zone of the API user is looked up.")
     page_size: int = opt(
         500, check=_check_autotask_page, doc="Records per query page (Autotask caps at 500).")
-    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
     currency: str = opt("USD", check=_check_currency,
                         doc="Currency of invoices whose company names none (ISO 4217).")
     billing_contact_titles: tuple[str, ...] = opt(
@@ -241,13 +255,14 @@ class AutotaskSettings:
 @dataclass(frozen=True, kw_only=True)
 class HaloPsaSettings:
     base_url: str = opt(check=_check_url, doc="Resource server, e.g. https://yourmsp.halopsa.com/api.")
-    auth_url: str = opt("", doc="Authorisation server; empty means base_url with /api replaced by /auth.")
+    auth_url: str = opt("", check=_check_optional_url,
+                        doc="Authorisation server; empty means base_url with /api replaced by /auth.")
     tenant: str = opt("", doc="Tenant name, for Halo-hosted instances (sent as ?tenant= to the token call).")
-    client_id: str = opt(doc="Client ID of the API application (client credentials).")
+    client_id: str = opt(check=_check_filled, doc="Client ID of the API application (client credentials).")
     client_secret: Secret = opt(doc="Client secret of the API application.")
     scope: str = opt("all", doc="OAuth scope, e.g. all or 'read:invoices edit:invoices read:customers'.")
-    page_size: int = opt(100, check=_check_positive, doc="Records per list page.")
-    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    page_size: int = opt(100, check=_check_up_to(1000), doc="Records per list page (1-1000).")
+    timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
     currency: str = opt("USD", check=_check_currency,
                         doc="Currency of invoices and clients that name none (ISO 4217).")
     require_posted: bool = opt(True, doc="Show only invoices posted in Halo; drafts stay hidden.")
@@ -259,16 +274,16 @@ class HaloPsaSettings:
 class PsaSettings:
     kind: Literal["connectwise", "autotask", "halopsa", "files"] = opt(
         doc="Which PSA to read: connectwise, autotask, halopsa or files.")
-    poll_minutes: int = opt(15, check=_check_positive, doc="Minutes between polls.")
+    poll_minutes: int = opt(15, check=_check_up_to(1440), doc="Minutes between polls (1-1440).")
     overlap_minutes: int = opt(10, check=_check_overlap,
-                               doc="Each poll re-reads this many minutes before the cursor (0-1440).")
+                               doc="Each poll re-reads this many minutes before the cursor (1-1440).")
     connectwise: ConnectWiseSettings | None = opt(None, doc="ConnectWise PSA connection.")
     autotask: AutotaskSettings | None = opt(None, doc="Datto Autotask PSA connection.")
     halopsa: HaloPsaSettings | None = opt(None, doc="HaloPSA connection.")
     files: FilesSettings | None = opt(None, doc="Folder import.")
     deletion_check_hours: int = opt(
-        6, check=_check_positive,
-        doc="Hours between checks for invoices deleted at the PSA (also after --full).")
+        6, check=_check_up_to(720),
+        doc="Hours between checks for invoices deleted at the PSA (1-720; also after --full).")
 
 
 def _check_journal_path(value: str) -> str | None:
@@ -312,7 +327,7 @@ class QuickBooksSettings:
         doc="How a PSA invoice is found: number (DocNumber equals the PSA number) or number_then_customer "
             "(when the number is not found, the customer's one open invoice of that amount).")
     number_prefix: str = opt("", doc="Prefix the books add to PSA invoice numbers (e.g. \"CW-\").")
-    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,7 +353,7 @@ class XeroSettings:
         doc="How a PSA invoice is found: number (InvoiceNumber equals the PSA number) or "
             "number_then_customer (else the contact's one open invoice of that amount).")
     number_prefix: str = opt("", doc="Prefix the books add to PSA invoice numbers.")
-    timeout_seconds: int = opt(30, check=_check_positive, doc="Timeout of one API call.")
+    timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
 
 
 def _check_token_key_file(value: str) -> str | None:
@@ -386,7 +401,8 @@ class PortalSettings:
     allow_partial_payments: bool = opt(True, doc="May a client pay part of an invoice?")
     minimum_partial_payment: str = opt("1.00", check=_check_decimal, doc="Smallest partial payment.")
     invitation_days: int = opt(7, check=_check_positive, doc="Days an invitation link stays valid.")
-    magic_link_minutes: int = opt(30, check=_check_positive, doc="Minutes a sign-in link stays valid.")
+    magic_link_minutes: int = opt(
+        30, check=_check_up_to(10080), doc="Minutes a sign-in link stays valid (1-10080).")
     invite_billing_contacts: bool = opt(
         True, doc="Email an invitation to each new billing contact the PSA brings in.")
     approval_threshold: str = opt(
@@ -399,9 +415,10 @@ class PortalSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class OutboxSettings:
-    interval_seconds: int = opt(20, check=_check_positive, doc="Seconds between outbox drains.")
+    interval_seconds: int = opt(20, check=_check_up_to(3600), doc="Seconds between outbox drains (1-3600).")
     max_attempts: int = opt(12, check=_check_positive, doc="Attempts before an entry is dead.")
-    base_delay_seconds: int = opt(30, check=_check_positive, doc="First retry delay; doubles each time.")
+    base_delay_seconds: int = opt(
+        30, check=_check_up_to(86400), doc="First retry delay; doubles each time (1-86400).")
     park_seconds: int = opt(
         300, check=_check_up_to(86400),
         doc="Seconds an entry waits before it is tried again while the accounting system needs "
@@ -414,7 +431,8 @@ class AdminSettings:
         30, check=_check_positive, doc="Minutes without a request after which an admin is signed out.")
     lockout_threshold: int = opt(
         5, check=_check_positive, doc="Wrong two-factor codes in a row that lock an admin account.")
-    lockout_minutes: int = opt(15, check=_check_positive, doc="Minutes a locked admin account stays locked.")
+    lockout_minutes: int = opt(
+        15, check=_check_up_to(1440), doc="Minutes a locked admin account stays locked (1-1440).")
     totp_issuer: str = opt("", doc="Name shown in the authenticator app; empty uses branding.name.")
     dso_days: int = opt(
         90, check=_check_positive, doc="Days of invoicing the dashboard's DSO is measured against.")

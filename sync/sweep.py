@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from app.core.clock import parse_vendor_time
 
 PREFIX = "sweep1:"
-# A record stamped further ahead than this (a wrong clock at the PSA, a typo) must not drag the
-# change cursor into the future, where it would hide every later edit of every other record.
-MAX_AHEAD = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -73,11 +70,15 @@ def begin(cursor: str | None) -> Sweep:
 
 
 def newer(current: datetime | None, seen: datetime | None, now: datetime) -> datetime | None:
-    """The later of two change times, a time more than MAX_AHEAD past `now` counting as now + MAX_AHEAD
-    (such a record is re-read every poll; every other record's edits stay visible)."""
+    """The later of two change times, a time after `now` counting as `now`.
+
+    A record stamped in the future (a PSA clock ahead of ours, a typo) must not drag the change
+    cursor past the poll: the next poll would start after edits made since, and with every poll
+    moving it on again, they would never be read. Such a record is read again each poll instead.
+    """
     if seen is None:
         return current
-    seen = min(seen, now + MAX_AHEAD)
+    seen = min(seen, now)
     return seen if current is None or seen > current else current
 
 

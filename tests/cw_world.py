@@ -22,11 +22,14 @@ def cw_config(
     smtp_port: int = 9,
     port: int = 8080,
     invite: bool = True,
+    psa: str = "",
 ) -> Config:
+    """The demo's config reading the ConnectWise fake; `psa` adds lines to the [psa] table."""
     user, private = cw.credentials
     company_id, public = user.split("+")
     section = f"""kind = "connectwise"
 poll_minutes = 5
+{psa}
 
 [psa.connectwise]
 base_url = "{cw.base_url}"

@@ -251,3 +251,67 @@ def test_load_config_raises_only_config_error_for_every_hostile_file(tmp_path):
         else:
             unexpected[name] = "accepted"
     assert unexpected == {}
+
+
+# ---- PSA settings that parse but could never work ------------------------------------------------
+
+_FILES_SECTION = 'kind = "files"\npoll_minutes = 5\n\n[psa.files]\npath = "{path}"\n'
+_CW = (
+    'kind = "connectwise"\npoll_minutes = 5\n{psa}\n[psa.connectwise]\nbase_url = "{base_url}"\n'
+    'company_id = "{company}"\npublic_key = "pub"\nprivate_key = "priv"\n'
+    'client_id = "00000000-0000-4000-8000-000000000000"\n{section}\n'
+)
+_AT = (
+    'kind = "autotask"\n[psa.autotask]\nusername = "{user}"\nsecret = "s3cret"\n'
+    'integration_code = "TRACK"\n{section}\n'
+)
+_HALO = (
+    'kind = "halopsa"\n[psa.halopsa]\nbase_url = "https://msp.halopsa.com/api"\nclient_id = "{client}"\n'
+    'client_secret = "s3cret"\n{section}\n'
+)
+
+
+def _cw(psa: str = "", base_url: str = "https://cw.example/v4_6_release/apis/3.0", company: str = "acme",
+        section: str = "") -> str:
+    return _CW.format(psa=psa, base_url=base_url, company=company, section=section)
+
+
+PSA_CASES = {
+    "connectwise company_id empty": (_cw(company=""), "psa.connectwise.company_id"),
+    "connectwise base_url not a URL": (_cw(base_url="not a url"), "psa.connectwise.base_url"),
+    "connectwise site with a scheme": (
+        _cw(base_url="", section='site = "https://na.myconnectwise.net"'), "psa.connectwise.site"),
+    "connectwise timeout 1e20 s": (_cw(section="timeout_seconds = 100000000000000000000"),
+                                   "psa.connectwise.timeout_seconds"),
+    "connectwise page_size past its cap": (_cw(section="page_size = 5000"), "psa.connectwise.page_size"),
+    "deletion check every 1e14 hours": (_cw(psa="deletion_check_hours = 100000000000000"),
+                                        "psa.deletion_check_hours"),
+    "poll every 1e14 minutes": (_cw().replace("poll_minutes = 5", "poll_minutes = 100000000000000"),
+                                "psa.poll_minutes"),
+    "no overlap at all": (_cw(psa="overlap_minutes = 0"), "psa.overlap_minutes"),
+    "autotask zone_url without a scheme": (
+        _AT.format(user="api@example.com", section='zone_url = "webservices5.autotask.net"'),
+        "psa.autotask.zone_url"),
+    "autotask username empty": (_AT.format(user=" ", section=""), "psa.autotask.username"),
+    "halopsa auth_url not a URL": (
+        _HALO.format(client="abc", section='auth_url = "msp.halopsa.com/auth"'), "psa.halopsa.auth_url"),
+    "halopsa client_id empty": (_HALO.format(client="", section=""), "psa.halopsa.client_id"),
+    "outbox drained once in 30 years": (None, "outbox.interval_seconds"),
+}
+
+
+@pytest.mark.parametrize("case", list(PSA_CASES))
+def test_a_psa_or_timer_setting_that_could_never_work_is_refused_naming_its_key(tmp_path, case):
+    body, key = PSA_CASES[case]
+    text = _base(tmp_path)
+    if body is None:
+        head, outbox, rest = text.partition("[outbox]\n")
+        line = next(ln for ln in rest.splitlines() if ln.startswith("interval_seconds = "))
+        text = head + outbox + rest.replace(line, "interval_seconds = 1000000000", 1)
+    else:
+        files = _FILES_SECTION.format(path=tmp_path / "data" / "psa-export")
+        assert files in text
+        text = text.replace(files, body, 1)
+    with pytest.raises(ConfigError) as err:
+        load_config(_write(tmp_path, text))
+    assert key in str(err.value), str(err.value)

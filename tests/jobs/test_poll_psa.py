@@ -75,3 +75,36 @@ def test_an_edited_open_invoice_is_updated(cw, cw_services, frozen_clock):
     cw.touch(world["invoices"][0], total=1300.0, subtotal=1300.0, agreementAmount=1300.0, balance=1300.0)
     poll_psa.run(cw_services)
     assert cw_services.store.scalar("SELECT total_minor FROM invoices WHERE number = 'INV-1042'") == 130000
+
+
+def test_a_record_stamped_in_the_future_hides_no_later_edit_even_with_a_short_overlap(
+    cw, tmp_path, frozen_clock
+):
+    from datetime import timedelta
+
+    from app.services import build_services
+    from tests.cw_world import cw_config
+    from tests.fakes.connectwise import cw_time
+
+    services = build_services(cw_config(tmp_path, cw, psa="overlap_minutes = 1"), clock=frozen_clock)
+    world = contoso(cw)
+    now = frozen_clock.utc_now()
+    for table in (cw.companies, cw.contacts, cw.invoices):
+        for rec in table:
+            rec["_info"]["lastUpdated"] = cw_time(now - timedelta(hours=1))
+    stray = invoice(cw, 9361, "INV-FUTURE", world["company"], kind="agreement", total="10.00")
+    stray["_info"]["lastUpdated"] = "2099-01-01T00:00:00Z"  # a PSA clock or a typo far ahead
+    poll_psa.run(services)
+    # Two minutes after that poll the PSA (on the same clock) edits INV-1042.
+    edited = {"total": 1300.0, "subtotal": 1300.0, "agreementAmount": 1300.0, "balance": 1300.0}
+    cw.touch(world["invoices"][0], when=now + timedelta(minutes=2), **edited)
+
+    for _ in range(3):
+        frozen_clock.advance(timedelta(minutes=15))
+        assert poll_psa.run(services).error is None
+
+    assert services.store.scalar("SELECT total_minor FROM invoices WHERE number = 'INV-1042'") == 130000
+    cursor = services.store.scalar(
+        "SELECT cursor FROM sync_state WHERE connector = 'connectwise' AND object = 'invoices'"
+    )
+    assert cursor == cw_time(frozen_clock.utc_now())  # the stray record holds it at the poll's own time
