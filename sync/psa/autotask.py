@@ -401,6 +401,7 @@ class Autotask:
             body["IncludeFields"] = include
         url: str | None = f"{self.zone()}/{API}/{entity}/query"
         seen: set[str] = set()
+        top: int | None = None  # the highest id read so far: results come in id order
         while url:
             data = _json(self._post(url, body))
             items = data.get("items") if isinstance(data, dict) else None
@@ -410,6 +411,14 @@ class Autotask:
             url = details.get("nextPageUrl") or None
             if url is not None and url in seen:
                 raise ConnectorError(f"POST {entity}/query: nextPageUrl repeats itself", retryable=False)
+            ids = [r["id"] for r in items if isinstance(r, dict) and _is_int(r.get("id"))]
+            if ids and top is not None and max(ids) <= top:
+                # A fresh nextPageUrl that answers a page already read would page forever.
+                raise ConnectorError(
+                    f"POST {entity}/query: a next page brought no id after {top} (the same page again)",
+                    retryable=False,
+                )
+            top = max([*ids, top]) if top is not None else (max(ids) if ids else None)
             seen.add(url or "")
             yield items, url is None
 

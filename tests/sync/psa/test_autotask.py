@@ -265,6 +265,26 @@ def test_invoices_come_500_a_page_following_next_page_url_with_the_same_body(fak
     assert pages[-1].cursor == "2026-02-01T08:59:00Z"
 
 
+def test_a_next_page_url_that_answers_the_first_page_again_stops_the_sweep(fake: AutotaskFake) -> None:
+    seed(fake, 3)
+    real = fake._answer
+    calls = []
+
+    def forgetful(method, path, entity, query, offset, body):
+        if entity != "Invoices":
+            return real(method, path, entity, query, offset, body)
+        calls.append(offset)
+        return real(method, path, entity, query, 0, body)  # each nextPageUrl is new; its offset is lost
+
+    fake._answer = forgetful
+    pages = connector(fake, page_size=2).invoices(None)
+    first = next(pages)
+    with pytest.raises(ConnectorError, match="a next page brought no id after 1001") as err:
+        next(pages)
+    assert [i.number for i in first.items] == ["AT-0000", "AT-0001"]
+    assert err.value.retryable is False and calls == [0, 2]
+
+
 def test_an_incremental_poll_asks_for_invoices_created_voided_or_paid_after_the_cursor(
     fake: AutotaskFake,
 ) -> None:
