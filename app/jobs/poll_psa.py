@@ -151,7 +151,7 @@ def run(
         stored_cursor = _stored_cursor(services, connector, obj)
         # Contacts that waited for a company now here: a sweep of all contacts reads them (fixing
         # the company did not change them, so an incremental one would not).
-        again = obj == "contacts" and _waiting_for_company(services, connector, "contact", set(), limit=1)
+        again = _waiting_for_company(services, connector, "contact", set()) if obj == "contacts" else []
         start = _start_cursor(services, stored_cursor, full=full or bool(again))
         if obj == "invoices":
             # A sweep of everything has just read each open invoice; one asked for (--full), or the
@@ -218,11 +218,15 @@ def run(
             stored_cursor = unfinished.since
         with services.store.write() as db:
             _save_state(db, services, connector, obj, stored_cursor, counts, error=None, success=True)
+        if again:
+            _not_listed_any_more(services, connector, "contact", again)
     if report.error is None and not read_all and getattr(source, "refreshes_open_invoices", False):
         _refresh_open(services, report, connector, fingerprint, entity_id, skip=swept)
     if report.error is None and not read_all and hasattr(source, "refresh"):
         waiting = _waiting_for_company(services, connector, "invoice", swept)
         _reread(services, report, connector, fingerprint, entity_id, waiting)
+        if waiting and report.error is None:
+            _not_listed_any_more(services, connector, "invoice", waiting)
     if report.error is None:
         _check_deletions(services, report, connector, fingerprint, due=deletions_due)
     if report.error is None and reason:
@@ -246,12 +250,30 @@ def _waiting_for_company(
     """
     before, after = UNKNOWN_COMPANY[obj].split("{}")
     rows = services.store.all(
+        # The company id cut out of the reason finds its client by the (source, remote_id) index.
         "SELECT q.remote_id FROM quarantine q JOIN clients c ON c.source = q.source "
-        "AND q.reason = ? || c.remote_id || ? "
-        "WHERE q.source = ? AND q.object = ? AND q.resolved_at IS NULL ORDER BY q.id LIMIT ?",
-        (before, after, connector, obj, limit + len(skip)),
+        "AND c.remote_id = substr(q.reason, length(:before) + 1, "
+        "length(q.reason) - length(:before) - length(:after)) "
+        "WHERE q.source = :source AND q.object = :obj AND q.resolved_at IS NULL "
+        "AND q.reason = :before || c.remote_id || :after ORDER BY q.id LIMIT :limit",
+        {"before": before, "after": after, "source": connector, "obj": obj, "limit": limit + len(skip)},
     )
     return [r[0] for r in rows if r[0] not in skip][:limit]
+
+
+def _not_listed_any_more(services: Services, connector: str, obj: str, ids: list[str]) -> None:
+    """Records read again for their company that the PSA no longer has keep their quarantine row,
+    with a reason saying so, and are not read again every poll."""
+    before, after = UNKNOWN_COMPANY[obj].split("{}")
+    with services.store.write() as db:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            db.execute(
+                "UPDATE quarantine SET reason = reason || '; read again once the company arrived, "
+                "the PSA no longer has it' WHERE source = ? AND object = ? AND resolved_at IS NULL "
+                f"AND reason LIKE ? AND remote_id IN ({','.join('?' * len(chunk))})",
+                (connector, obj, f"{before}%{after}", *chunk),
+            )
 
 
 def _refresh_open(

@@ -344,12 +344,18 @@ def test_invoices_waiting_for_their_company_import_once_the_company_is_fixed_at_
     world.edit_contact(100)
     poll_psa.run(services)  # and the cursors move on, past the waiting records' own stamps
     frozen_clock.advance(timedelta(minutes=15))
+    gone, waiting = waiting[0], waiting[1:]
+    world.delete(gone.remote_id)  # one of them is deleted at the PSA meanwhile
     world.rename_company(101, "Client 01 Fixed Ltd")  # fixed at the PSA; its invoices stay unchanged
 
     report = poll_psa.run(services)
 
     assert report.error is None, report.error
-    assert open_quarantine(services) == {} and open_quarantine(services, "contact") == {}
+    assert open_quarantine(services) == {
+        gone.remote_id: "invoice's company 101 is unknown; read again once the company arrived, "
+        "the PSA no longer has it"
+    }
+    assert open_quarantine(services, "contact") == {}
     assert services.store.scalar(
         "SELECT COUNT(*) FROM contacts k JOIN clients c ON c.id = k.client_id WHERE c.remote_id = '101'"
     ) == len(contacts_waiting)
@@ -360,9 +366,12 @@ def test_invoices_waiting_for_their_company_import_once_the_company_is_fixed_at_
     expected = {(s.remote_id, s.total, "Client 01 Fixed Ltd") for s in waiting}
     assert {(r[0], r[1], r[2]) for r in rows} == expected
     assert report.counts["invoices"]["created"] == len(waiting)
+    asked = len(world.fake.requests)
     again = poll_psa.run(services)
-    assert again.counts["invoices"]["created"] == 0 and open_quarantine(services) == {}
+    assert again.counts["invoices"]["created"] == 0 and len(open_quarantine(services)) == 1
     assert again.counts["contacts"]["created"] == 0
+    # The deleted invoice is not asked for again.
+    assert not any(r.path.endswith(f"/{gone.remote_id}") for r in world.fake.requests[asked:])
 
 
 def test_a_paid_invoice_moved_to_another_company_at_the_source_is_held_and_stays_with_its_payer(
