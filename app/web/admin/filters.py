@@ -19,6 +19,14 @@ def local_time(instant: str | None) -> str:
     return from_db(instant).astimezone(services().config.tz).strftime("%Y-%m-%d %H:%M")
 
 
+@bp.app_template_global("admin_zone")
+def zone_name() -> str:
+    """The MSP's time zone as the admin pages show times in it, e.g. "America/Chicago (CST)"."""
+    tz = services().config.tz
+    abbreviation = services().clock.utc_now().astimezone(tz).tzname()
+    return f"{tz} ({abbreviation})" if abbreviation and abbreviation != str(tz) else str(tz)
+
+
 @bp.app_template_filter("admin_amounts")
 def amounts(by_currency: dict[str, int]) -> str:
     """{"USD": 1250, "CAD": 99} as "$12.50 · CA$0.99"; empty as "—"."""

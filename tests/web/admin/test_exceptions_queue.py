@@ -235,3 +235,9 @@ def test_quarantined_companies_and_contacts_are_titled_with_their_names(svc, as_
     assert "Quarantined PSA contact ct-9 (Ana Silva)<" in page
     assert "Quarantined PSA invoice bad-10<" in page
     assert "Quarantined PSA invoice same-11<" in page
+
+
+def test_every_admin_page_says_which_time_zone_its_times_are_in(svc, as_owner):
+    page = as_owner.get("/admin/exceptions").get_data(as_text=True)
+    # The test app's MSP is in Chicago; its frozen clock (March 10) is past the change to CDT.
+    assert '<p class="muted small" id="admin-time-zone">Times are America/Chicago (CDT).</p>' in page
