@@ -165,6 +165,8 @@ class ConnectWiseFake:
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self.latency = 0.0  # seconds every answer takes, as a real PSA's would
+        # Or, when set, the seconds this request's answer takes (method, path): a PSA that slows down
+        self.pace: Callable[[str, str], float] | None = None
 
     # ---- lifecycle and knobs --------------------------------------------------------------------
 
@@ -517,8 +519,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        if self.fake.latency:
-            time.sleep(self.fake.latency)
+        wait = self.fake.pace(self.command, self.path) if self.fake.pace else self.fake.latency
+        if wait:
+            time.sleep(wait)
         status, extra, payload = self.fake.handle(self.command, self.path, headers, body)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.send_response(status)

@@ -166,8 +166,9 @@ def test_pages_that_are_ready_share_a_commit(tmp_path):
 
 
 def test_a_backfill_killed_inside_a_batch_of_pages_ends_like_an_uninterrupted_one(tmp_path):
-    """The PSA answers at once, so several pages share each commit; the kill lands in an open
-    batch, whose pages the rerun reads and stores again."""
+    """The PSA answers at once but for a pause every tenth page, so several pages share each
+    commit; the backfill is frozen (SIGSTOP) at random moments until one finds it holding a page
+    it has not committed, and killed there. The rerun reads those pages again."""
     invoices, page = 6000, 100
     world = make_world("connectwise", lambda: FIXED)
     try:
@@ -178,29 +179,52 @@ def test_a_backfill_killed_inside_a_batch_of_pages_ends_like_an_uninterrupted_on
             folder.mkdir()
             paths[name] = folder / "config.toml"
             paths[name].write_text(world.config_text(folder, page_size=page), encoding="utf-8")
-        done = subprocess.run(_sync_cmd(paths["clean"]), cwd=ROOT, capture_output=True, text=True,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            _sync_cmd(paths["clean"]), cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+        )
         assert done.returncode == 0, done.stderr
         expected = _contents(tmp_path / "clean" / "cashloop.db")
 
+        served = world.invoice_list_requests
+        world.fake.pace = lambda method, path: (
+            0.1 if "/finance/invoices" in path and len(served()) % 10 == 9 else 0.0
+        )
         seed = random.randrange(1 << 30)
-        target = random.Random(seed).randrange(5, 30) * page
+        rng = random.Random(seed)
         db = tmp_path / "killed" / "cashloop.db"
-        proc = subprocess.Popen(_sync_cmd(paths["killed"]), cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
-        while _invoices_committed(db) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        os.kill(proc.pid, signal.SIGKILL)
+        proc = subprocess.Popen(
+            _sync_cmd(paths["killed"]), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        inside, deadline = None, time.monotonic() + 120
+        while inside is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.002, 0.02))
+            os.kill(proc.pid, signal.SIGSTOP)
+            committed = _invoices_committed(db)
+            # The read-ahead holds at most two pages the backfill has not taken yet (one queued,
+            # one being fetched): any page asked for before those was taken, and if it is not
+            # committed, the backfill is frozen inside an open batch.
+            taken = len(served()) - 2
+            if page * 2 <= committed < invoices and taken > committed // page:
+                inside = (committed, taken)
+                os.kill(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGCONT)
         proc.wait(timeout=30)
-        assert proc.returncode == -signal.SIGKILL, f"the backfill ended before it was killed (seed {seed})"
-        partial = _invoices_committed(db)
-        assert 0 < partial < invoices and partial % page == 0, (partial, seed)
+        assert inside is not None, (
+            f"never found the backfill inside a batch (seed {seed}, rc {proc.returncode})"
+        )
+        partial, taken = inside
+        assert proc.returncode == -signal.SIGKILL and partial % page == 0, (inside, seed)
+        assert _invoices_committed(db) == partial  # a frozen process commits nothing more before it dies
 
-        again = subprocess.run(_sync_cmd(paths["killed"]), cwd=ROOT, capture_output=True, text=True,
-                               timeout=300, check=False)
+        world.fake.pace = None
+        again = subprocess.run(
+            _sync_cmd(paths["killed"]), cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+        )
         assert again.returncode == 0, again.stderr
-        assert _contents(db) == expected, f"seed {seed}, killed after {partial} invoices"
+        assert _contents(db) == expected, (
+            f"seed {seed}, killed after {partial} invoices ({taken} pages taken)"
+        )
         assert f"invoices: created {invoices - partial}" in again.stdout, (again.stdout, partial)
     finally:
         world.fake.stop()
