@@ -91,9 +91,21 @@ def _check_overlap(value: int) -> str | None:
     return None if 1 <= value <= 1440 else f"must be 1 to 1440 minutes, got {value}"
 
 
+def _has_space(value: str) -> bool:
+    """Whether `value` holds a space, tab, newline or another character no host or path has."""
+    return any(c.isspace() or not c.isprintable() for c in value)
+
+
 def _check_host(value: str) -> str | None:
-    if "://" in value or "/" in value or not value.strip() or " " in value:
+    if "://" in value or "/" in value or not value.strip() or _has_space(value):
         return f"must be a host name such as na.myconnectwise.net (no https://, no path), got {value!r}"
+    return None
+
+
+def _check_codebase(value: str) -> str | None:
+    segment = value.strip("/")
+    if not segment or "/" in segment or _has_space(segment):
+        return f"must be one path segment such as v4_6_release/, got {value!r}"
     return None
 
 
@@ -191,7 +203,8 @@ class ConnectWiseSettings:
         "na.myconnectwise.net", check=_check_host,
         doc="ConnectWise host (na./eu./au.myconnectwise.net or on-prem).")
     codebase: str = opt(
-        "v4_6_release/", doc="Codebase path segment (GET /login/companyinfo/{company} tells).")
+        "v4_6_release/", check=_check_codebase,
+        doc="Codebase path segment (GET /login/companyinfo/{company} tells); the trailing / may be left out.")
     base_url: str = opt("", check=_check_optional_url,
                         doc="Full API base; overrides site/codebase (on-prem or tests).")
     company_id: str = opt(check=_check_filled, doc="ConnectWise company id used to sign in.")
@@ -199,7 +212,8 @@ class ConnectWiseSettings:
     private_key: Secret = opt(doc="API member private key.")
     client_id: str = opt(check=_check_filled, doc="clientId GUID registered with ConnectWise.")
     page_size: int = opt(1000, check=_check_up_to(1000), doc="Records per page (ConnectWise caps at 1000).")
-    payment_type: str = opt("Payment", doc="InvoicePayment type written back for portal payments.")
+    payment_type: str = opt(
+        "Payment", check=_check_filled, doc="InvoicePayment type written back for portal payments.")
     timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
     currency: str = opt("USD", check=_check_currency,
                         doc="Currency of invoices that carry no currency.currencyCode (ISO 4217).")
@@ -260,7 +274,8 @@ class HaloPsaSettings:
     tenant: str = opt("", doc="Tenant name, for Halo-hosted instances (sent as ?tenant= to the token call).")
     client_id: str = opt(check=_check_filled, doc="Client ID of the API application (client credentials).")
     client_secret: Secret = opt(doc="Client secret of the API application.")
-    scope: str = opt("all", doc="OAuth scope, e.g. all or 'read:invoices edit:invoices read:customers'.")
+    scope: str = opt("all", check=_check_filled,
+                     doc="OAuth scope, e.g. all or 'read:invoices edit:invoices read:customers'.")
     page_size: int = opt(100, check=_check_up_to(1000), doc="Records per list page (1-1000).")
     timeout_seconds: int = opt(30, check=_check_up_to(600), doc="Timeout of one API call (1-600).")
     currency: str = opt("USD", check=_check_currency,
@@ -761,7 +776,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         else:
             continue
         required = f.default is MISSING and f.default_factory is MISSING
-        if tp is Secret and required and not values[f.name]:
+        if tp is Secret and required and not str(values[f.name]).strip():
             raise ConfigError(f"{key}: is empty")
         check = f.metadata.get("check")
         if check and values[f.name] is not None:

@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -154,9 +155,12 @@ def _retry_after(resp: requests.Response, *, now: Callable[[], float] = time.tim
         seconds = float(raw)
     except ValueError:
         try:
-            seconds = parsedate_to_datetime(raw).timestamp() - now()
+            when = parsedate_to_datetime(raw)
         except (TypeError, ValueError, IndexError, OverflowError):
             return None
+        if when.tzinfo is None:  # asctime and "-0000" carry no zone, and HTTP dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now()
         seconds = max(0.0, seconds)  # a date already past: the server is ready again
     if not math.isfinite(seconds) or seconds < 0:
         return None

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from app.core.clock import parse_vendor_time
+from app.core.clock import vendor_instant
 
 PREFIX = "sweep1:"
 
@@ -86,7 +86,7 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return parse_vendor_time(value).astimezone(UTC)
+        return vendor_instant(value)
     except ValueError:
         return None
 

@@ -59,19 +59,47 @@ def local_today(clock: Clock, tz: ZoneInfo) -> date:
     return clock.utc_now().astimezone(tz).date()
 
 
+# The calendar years a vendor's dates may name: anything outside is a typo or a placeholder
+# ("9999-12-31"), and date arithmetic on it (a due date plus grace days) would overflow.
+VENDOR_YEARS = range(1900, 2200)
+
+
 def parse_vendor_time(value: str) -> datetime:
     """A vendor timestamp; one without an offset is taken as UTC (ConnectWise sends Z)."""
     dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+def vendor_instant(value: str) -> datetime:
+    """A vendor timestamp as an aware UTC instant; raises ValueError for an unreadable one,
+    including one that UTC would push off the calendar (9999-12-31T23:00-05:00)."""
+    try:
+        return parse_vendor_time(value).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"not a time on the calendar: {value!r}") from None
+
+
 def parse_vendor_date(value: str) -> date:
     """A calendar date from a vendor field that may carry a midnight time (`2025-03-31T00:00:00Z`).
 
     The date part is what the vendor means; converting the instant to another zone would move it
-    a day (the classic due-date-a-day-early bug), so the time part is dropped, not converted.
+    a day (the classic due-date-a-day-early bug), so the time part is dropped, not converted. What
+    follows the date must be a valid time (not cut off and ignored), and the year a real one.
     """
     text = value.strip()
     if len(text) < 10:
         raise ValueError(f"not a date: {value!r}")
-    return date.fromisoformat(text[:10])
+    day = date.fromisoformat(text[:10])
+    if len(text) > 10 and (text[10] not in "T " or not _is_time(text)):
+        raise ValueError(f"not a date: {value!r}")
+    if day.year not in VENDOR_YEARS:
+        raise ValueError(f"year {day.year} is outside {VENDOR_YEARS.start}-{VENDOR_YEARS.stop - 1}")
+    return day
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

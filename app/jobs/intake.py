@@ -14,6 +14,7 @@ Payments recorded at the PSA (ours written back, a cheque) only move `paid_elsew
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import sqlite3
@@ -44,6 +45,8 @@ class Skip(Exception):
 
 # The reason a record waits for its company; poll_psa reads such records again once it is here.
 UNKNOWN_COMPANY = {"invoice": "invoice's company {} is unknown", "contact": "contact's company {} is unknown"}
+# The reason an invoice waits for its number; poll_psa reads it again once no other invoice has it.
+NUMBER_TAKEN = "invoice number {} is already used by invoice {} at the source"
 
 
 def _raw(record: Any, *, cut: bool = False) -> str:
@@ -126,6 +129,14 @@ def _invoice_signature(inv: RemoteInvoice) -> str:
 def _mapped(record: Any) -> str:
     # The mapped fields but `raw`.
     return repr([value for name, value in record._asdict().items() if name != "raw"])
+
+
+def _billing_contact_id(company_json: str | None) -> str | None:
+    """The id of the company's `billingContact` (ConnectWise), whatever shape the record came in."""
+    company = json.loads(company_json) if company_json else None
+    ref = company.get("billingContact") if isinstance(company, dict) else None
+    value = ref.get("id") if isinstance(ref, dict) else None
+    return str(value) if isinstance(value, int | str) and not isinstance(value, bool) else None
 
 
 def quarantine(
@@ -227,10 +238,7 @@ def upsert_contact(db: Database, clock: Clock, source: str, c: RemoteContact) ->
     ).fetchone()
     if client is None:
         raise Skip(UNKNOWN_COMPANY["contact"].format(c.company_remote_id))
-    billing_id = None
-    if client["raw_json"]:
-        billing_id = str(((json.loads(client["raw_json"]) or {}).get("billingContact") or {}).get("id") or "")
-    role = "billing" if c.is_billing or billing_id == c.remote_id else None
+    role = "billing" if c.is_billing or _billing_contact_id(client["raw_json"]) == c.remote_id else None
     email = c.email.strip() if c.email else None
     now = to_db(clock.utc_now())
     if existing:
@@ -322,7 +330,8 @@ def _check_amounts(inv: RemoteInvoice) -> None:
         and -top < inv.subtotal_minor < top
         and -top < inv.tax_minor < top
         and -top < inv.paid_minor < top
-        and all([-top < ln.amount_minor < top for ln in inv.lines])
+        and all([-top < ln.amount_minor < top and -top < ln.tax_minor < top for ln in inv.lines])
+        and all([-top < ln.unit_price_minor < top for ln in inv.lines])
     ):
         return
     amounts = {
@@ -331,7 +340,11 @@ def _check_amounts(inv: RemoteInvoice) -> None:
         "tax": inv.tax_minor,
         "paid": inv.paid_minor,
     }
-    amounts.update({f"line {n} amount": ln.amount_minor for n, ln in enumerate(inv.lines, start=1)})
+    for n, ln in enumerate(inv.lines, start=1):
+        amounts.update(
+            {f"line {n} amount": ln.amount_minor, f"line {n} tax": ln.tax_minor,
+             f"line {n} unit price": ln.unit_price_minor}
+        )
     for name, value in amounts.items():
         if abs(value) >= MAX_MINOR:
             raise Skip(f"{name} {value} minor units of {inv.currency} is beyond any real invoice")
@@ -402,8 +415,14 @@ def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: st
 class InvoiceLookups:
     """What one page of invoices needs from the store, read in a few queries instead of per record."""
 
-    def __init__(self, db: Database, source: str, invoices: list[RemoteInvoice], *, now: str) -> None:
+    def __init__(
+        self, db: Database, source: str, invoices: list[RemoteInvoice], *, now: str, allow_swaps: bool = False
+    ) -> None:
         self.now = now
+        # The number each invoice of the page carries now; with `allow_swaps`, a number held by an
+        # invoice of the page that carries another one now is free (see _apply_swaps).
+        self.page_numbers = {i.remote_id: i.number for i in invoices}
+        self.allow_swaps = allow_swaps
         self.clients: dict[str, int] = {}
         self.existing: dict[str, sqlite3.Row] = {}
         self.numbers: dict[str, str] = {}  # invoice number -> the remote id that holds it
@@ -437,6 +456,17 @@ class InvoiceLookups:
             )
 
 
+    def holder(self, inv: RemoteInvoice) -> str | None:
+        """The other invoice that holds `inv`'s number, if any."""
+        taken = self.numbers.get(inv.number)
+        return taken if taken is not None and taken != inv.remote_id else None
+
+    def takes_a_leaving_number(self, inv: RemoteInvoice) -> bool:
+        """Whether `inv`'s number is held by an invoice of this page that gives it up."""
+        holder = self.holder(inv)
+        return holder is not None and self.page_numbers.get(holder, inv.number) != inv.number
+
+
 def upsert_invoice(
     db: Database, clock: Clock, source: str, inv: RemoteInvoice, lookups: InvoiceLookups | None = None
 ) -> str:
@@ -456,9 +486,9 @@ def upsert_invoice(
     client_id = lookups.clients.get(inv.company_remote_id)
     if client_id is None:
         raise Skip(UNKNOWN_COMPANY["invoice"].format(inv.company_remote_id))
-    taken = lookups.numbers.get(inv.number)
-    if taken is not None and taken != inv.remote_id:
-        raise Skip(f"invoice number {inv.number} is already used by invoice {taken} at the source")
+    taken = lookups.holder(inv)
+    if taken is not None and not (lookups.allow_swaps and lookups.takes_a_leaving_number(inv)):
+        raise Skip(NUMBER_TAKEN.format(inv.number, taken))
     now = lookups.now
     updated = to_db(inv.updated_at) if inv.updated_at else None
     values = (
@@ -638,60 +668,143 @@ def _apply(
     per_record: bool,
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
-    invoices = [i for i in page.items if isinstance(i, RemoteInvoice)]
+    items = _last_listings(page.items)
+    invoices = [i for i in items if isinstance(i, RemoteInvoice)]
     if per_record:  # an invoice whose keys SQLite refuses is looked up (and quarantined) on its own
         invoices = [i for i in invoices if _text_problem(i) is None]
-    lookups = InvoiceLookups(db, source, invoices, now=to_db(clock.utc_now())) if invoices else None
+    now = to_db(clock.utc_now())
+    lookups = InvoiceLookups(db, source, invoices, now=now) if invoices else None
+    # Invoices taking a number that another invoice of this page gives up (two invoices that swap
+    # numbers) go last, once the numbers they take are free.
+    swaps = {i.remote_id for i in invoices if lookups and lookups.takes_a_leaving_number(i)}
     applied: list[str] = []
-    catch: tuple[type[Exception], ...] = (Skip, *_STORE_ERRORS) if per_record else (Skip,)
-    for item in page.items:
-        if isinstance(item, Rejected):
-            quarantine(
-                db,
-                clock,
-                source=source,
-                obj=item.object,
-                remote_id=item.remote_id,
-                reason=item.reason,
-                raw_json=_rejected_raw(item.raw),
-            )
-            counts["quarantined"] += 1
-            continue
-        try:
-            with db.atomic() if per_record else contextlib.nullcontext():
-                if isinstance(item, RemoteCompany):
-                    outcome = upsert_company(db, clock, source, entity_id, item)
-                elif isinstance(item, RemoteContact):
-                    outcome, is_new_billing = upsert_contact(db, clock, source, item)
-                    if is_new_billing and on_new_billing_contact is not None:
-                        on_new_billing_contact(db, item)
-                elif isinstance(item, RemoteInvoice):
-                    outcome = upsert_invoice(db, clock, source, item, lookups)
-                else:
-                    raise Skip(f"unexpected record type {type(item).__name__}")
-        except catch as exc:
-            if isinstance(exc, Skip):
-                reason = str(exc)
-            elif isinstance(exc, UnicodeEncodeError) and (problem := _text_problem(item)):
-                reason = problem
-            else:
-                reason = f"could not be stored ({type(exc).__name__}: {exc})"
-            quarantine(
-                db,
-                clock,
-                source=source,
-                obj=obj,
-                remote_id=str(getattr(item, "remote_id", "?")),
-                reason=reason,
-                raw_json=_raw(item, cut=True),
-            )
-            counts["quarantined"] += 1
-            continue
-        counts[outcome] += 1
-        if outcome != "held":
-            applied.append(getattr(item, "remote_id", ""))
+    one = functools.partial(_apply_one, db, clock, source, obj, entity_id, on_new_billing_contact,
+                            per_record=per_record)
+    for item in items:
+        if getattr(item, "remote_id", None) not in swaps:
+            one(item, lookups, counts, applied)
+    if swaps:
+        _apply_swaps(db, source, [i for i in items if getattr(i, "remote_id", None) in swaps], one,
+                     counts, applied, now=now)
     _clear_quarantine(db, clock, source, obj, applied)
     return counts
+
+
+def _apply_swaps(
+    db: Database, source: str, items: list[RemoteInvoice], one: Any, counts: Counter[str], applied: list[str],
+    *, now: str,
+) -> None:
+    """Apply `items`, each taking a number another invoice of the page was to give up. Should one of
+    those keep its number after all (held, quarantined), the number would be on two invoices: then
+    the swaps are undone and applied again with numbers checked as usual."""
+    numbers = {i.number for i in items}
+    swap_counts: Counter[str] = Counter()
+    swap_applied: list[str] = []
+    try:
+        with db.atomic():
+            lookups = InvoiceLookups(db, source, items, now=now, allow_swaps=True)
+            for item in items:
+                one(item, lookups, swap_counts, swap_applied)
+            if _shared_numbers(db, source, numbers):
+                raise _SwapFailed
+    except _SwapFailed:
+        swap_counts.clear()
+        swap_applied.clear()
+        lookups = InvoiceLookups(db, source, items, now=now)
+        for item in items:
+            one(item, lookups, swap_counts, swap_applied)
+    counts.update(swap_counts)
+    applied.extend(swap_applied)
+
+
+class _SwapFailed(Exception):
+    pass
+
+
+def _shared_numbers(db: Database, source: str, numbers: set[str]) -> bool:
+    """Whether any of `numbers` is on more than one open invoice of `source`."""
+    return any(
+        db.execute(
+            "SELECT COUNT(*) FROM invoices WHERE source = ? AND number = ? AND status != 'deleted'",
+            (source, number),
+        ).fetchone()[0]
+        > 1
+        for number in numbers
+    )
+
+
+def _apply_one(
+    db: Database,
+    clock: Clock,
+    source: str,
+    obj: str,
+    entity_id: int,
+    on_new_billing_contact: Any,
+    item: Any,
+    lookups: InvoiceLookups | None,
+    counts: Counter[str],
+    applied: list[str],
+    *,
+    per_record: bool,
+) -> None:
+    """Apply one record of a page: count its outcome, quarantine it with the reason it is refused."""
+    if isinstance(item, Rejected):
+        quarantine(
+            db,
+            clock,
+            source=source,
+            obj=item.object,
+            remote_id=item.remote_id,
+            reason=item.reason,
+            raw_json=_rejected_raw(item.raw),
+        )
+        counts["quarantined"] += 1
+        return
+    catch: tuple[type[Exception], ...] = (Skip, *_STORE_ERRORS) if per_record else (Skip,)
+    try:
+        with db.atomic() if per_record else contextlib.nullcontext():
+            if isinstance(item, RemoteCompany):
+                outcome = upsert_company(db, clock, source, entity_id, item)
+            elif isinstance(item, RemoteContact):
+                outcome, is_new_billing = upsert_contact(db, clock, source, item)
+                if is_new_billing and on_new_billing_contact is not None:
+                    on_new_billing_contact(db, item)
+            elif isinstance(item, RemoteInvoice):
+                outcome = upsert_invoice(db, clock, source, item, lookups)
+            else:
+                raise Skip(f"unexpected record type {type(item).__name__}")
+    except catch as exc:
+        if isinstance(exc, Skip):
+            reason = str(exc)
+        elif isinstance(exc, UnicodeEncodeError) and (problem := _text_problem(item)):
+            reason = problem
+        else:
+            reason = f"could not be stored ({type(exc).__name__}: {exc})"
+        quarantine(
+            db,
+            clock,
+            source=source,
+            obj=obj,
+            remote_id=str(getattr(item, "remote_id", "?")),
+            reason=reason,
+            raw_json=_raw(item, cut=True),
+        )
+        counts["quarantined"] += 1
+        return
+    counts[outcome] += 1
+    if outcome != "held":
+        applied.append(getattr(item, "remote_id", ""))
+
+
+def _last_listings(items: list[Any]) -> list[Any]:
+    """`items` with only the last listing of a record a page names more than once: the last is
+    what the PSA says now, as across pages (and a bad last listing is quarantined, not hidden by
+    a good one before it)."""
+    last = {getattr(item, "remote_id", None): n for n, item in enumerate(items)}
+    if len(last) == len(items):
+        return items
+    return [item for n, item in enumerate(items) if last.get(getattr(item, "remote_id", None)) == n
+            or not getattr(item, "remote_id", None)]
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

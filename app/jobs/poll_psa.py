@@ -27,7 +27,7 @@ from typing import Any
 from app.core import stop_flag, sync_status
 from app.core.clock import from_db, to_db
 from app.core.logins import issue_invitation
-from app.jobs.intake import UNKNOWN_COMPANY, apply_page, mark_deleted
+from app.jobs.intake import NUMBER_TAKEN, UNKNOWN_COMPANY, apply_page, mark_deleted
 from app.services import Services
 from sync import sweep
 from sync.base import ConnectorError, Page, RemoteContact
@@ -145,6 +145,7 @@ def run(
     services.store.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     read_all = deletions_due = False
     swept: set[str] = set()  # invoices an incremental sweep read (a refresh need not read them again)
+    seen_again: set[str] = set()  # contacts read by the sweep that looked for those waiting
     for obj in OBJECTS:
         counts: Counter[str] = Counter()
         report.counts[obj] = counts
@@ -187,6 +188,8 @@ def run(
                 batch.applied(next_ready=pages.ready() and not stopping)
                 if obj == "invoices" and not read_all:
                     swept.update(getattr(item, "remote_id", "") for item in page.items)
+                elif obj == "contacts" and again:
+                    seen_again.update(getattr(item, "remote_id", "") for item in page.items)
                 if progress:
                     progress(obj, sum(counts.values()))
                 if stopping:  # SIGTERM: this page and its cursor are committed; stop here
@@ -219,16 +222,31 @@ def run(
         with services.store.write() as db:
             _save_state(db, services, connector, obj, stored_cursor, counts, error=None, success=True)
         if again:
-            _not_listed_any_more(services, connector, "contact", again)
+            gone = [rid for rid in again if rid not in seen_again]
+            _not_listed_any_more(
+                services, connector, "contact", UNKNOWN_COMPANY["contact"], gone, once="the company arrived"
+            )
     if report.error is None and not read_all and getattr(source, "refreshes_open_invoices", False):
         _refresh_open(services, report, connector, fingerprint, entity_id, skip=swept)
     if report.error is None and not read_all and hasattr(source, "refresh"):
         waiting = _waiting_for_company(services, connector, "invoice", swept)
-        _reread(services, report, connector, fingerprint, entity_id, waiting)
-        if waiting and report.error is None:
-            _not_listed_any_more(services, connector, "invoice", waiting)
+        seen = _reread(services, report, connector, fingerprint, entity_id, waiting)
+        if report.error is None:
+            gone = [rid for rid in waiting if rid not in seen]
+            _not_listed_any_more(
+                services, connector, "invoice", UNKNOWN_COMPANY["invoice"], gone, once="the company arrived"
+            )
     if report.error is None:
         _check_deletions(services, report, connector, fingerprint, due=deletions_due)
+    if report.error is None and hasattr(source, "refresh"):
+        # After the deletion check: an invoice number reissued once its first invoice was deleted.
+        waiting = _waiting_for_number(services, connector)
+        seen = _reread(services, report, connector, fingerprint, entity_id, waiting)
+        if report.error is None:
+            gone = [rid for rid in waiting if rid not in seen]
+            _not_listed_any_more(
+                services, connector, "invoice", NUMBER_TAKEN, gone, once="the number was free"
+            )
     if report.error is None and reason:
         with services.store.write() as db:
             sync_status.clear_stop(db, services.clock, connector=connector)
@@ -261,18 +279,35 @@ def _waiting_for_company(
     return [r[0] for r in rows if r[0] not in skip][:limit]
 
 
-def _not_listed_any_more(services: Services, connector: str, obj: str, ids: list[str]) -> None:
-    """Records read again for their company that the PSA no longer has keep their quarantine row,
-    with a reason saying so, and are not read again every poll."""
-    before, after = UNKNOWN_COMPANY[obj].split("{}")
+def _waiting_for_number(services: Services, connector: str, *, limit: int = REREAD_LIMIT) -> list[str]:
+    """Invoices quarantined because another invoice had their number, which no open invoice has now
+    (the other was deleted, or renumbered: neither changes the waiting invoice at the source)."""
+    before, middle, after = NUMBER_TAKEN.split("{}")
+    number = "substr(q.reason, length(:before) + 1, instr(q.reason, :middle) - length(:before) - 1)"
+    rows = services.store.all(
+        "SELECT q.remote_id FROM quarantine q WHERE q.source = :source AND q.object = 'invoice' "
+        "AND q.resolved_at IS NULL AND q.reason LIKE :pattern AND NOT EXISTS (SELECT 1 FROM invoices i "
+        f"WHERE i.source = q.source AND i.number = {number} AND i.status != 'deleted' "
+        "AND i.remote_id != q.remote_id) ORDER BY q.id LIMIT :limit",
+        {"before": before, "middle": middle, "pattern": f"{before}%{middle}%{after}", "source": connector,
+         "limit": limit},
+    )
+    return [r[0] for r in rows]
+
+
+def _not_listed_any_more(
+    services: Services, connector: str, obj: str, reason: str, ids: list[str], *, once: str
+) -> None:
+    """Records read again because what they waited for arrived, that the PSA no longer has, keep
+    their quarantine row with a reason saying so (and are not read again every poll)."""
     with services.store.write() as db:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             db.execute(
-                "UPDATE quarantine SET reason = reason || '; read again once the company arrived, "
-                "the PSA no longer has it' WHERE source = ? AND object = ? AND resolved_at IS NULL "
-                f"AND reason LIKE ? AND remote_id IN ({','.join('?' * len(chunk))})",
-                (connector, obj, f"{before}%{after}", *chunk),
+                "UPDATE quarantine SET reason = reason || ? WHERE source = ? AND object = ? "
+                f"AND resolved_at IS NULL AND reason LIKE ? AND remote_id IN ({','.join('?' * len(chunk))})",
+                (f"; read again once {once}, the PSA no longer has it", connector, obj,
+                 reason.replace("{}", "%"), *chunk),
             )
 
 
@@ -301,13 +336,16 @@ def _refresh_open(
 
 def _reread(
     services: Services, report: PollReport, connector: str, fingerprint: str, entity_id: int, ids: list[str]
-) -> None:
-    """The invoices `ids` read again (the connector's `refresh`) and applied like any page."""
+) -> set[str]:
+    """The invoices `ids` read again (the connector's `refresh`) and applied like any page; returns
+    the ids the PSA answered for."""
+    seen: set[str] = set()
     if not ids:
-        return
+        return seen
     counts = report.counts.setdefault("invoices", Counter())
     try:
         for page in services.psa.refresh(ids):  # type: ignore[attr-defined]
+            seen.update(getattr(item, "remote_id", "") for item in page.items)
             with services.store.write() as db:
                 counts.update(
                     apply_page(
@@ -325,6 +363,7 @@ def _reread(
             exc,
             fingerprint,
         )
+    return seen
 
 
 class ReadAhead:

@@ -61,6 +61,8 @@ def rounded_minor(value: Any, currency: str, where: str, *, default: int | None 
         raise RecordError(f"{where} {value!r} is not a number") from None
     if not d.is_finite():
         raise RecordError(f"{where} {value!r} is not a number")
+    if d and d.adjusted() > 15:  # past MAX_MINOR in any currency; checked before the arithmetic overflows
+        raise RecordError(f"{where} {value!r} is beyond any real invoice")
     return int(d.scaleb(exponent(currency)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 

@@ -74,10 +74,16 @@ def company_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRule
         remote_id=record_id(raw),
         name=name,
         identifier=text_or_none(raw.get("companyNumber")),
-        parent_remote_id=_ref(raw.get("parentCompanyID")),
+        parent_remote_id=_parent(raw),
         updated_at=optional_time(raw.get("lastTrackedModifiedDateTime")),
         raw=raw,
     )
+
+
+def _parent(raw: Mapping[str, Any]) -> str | None:
+    # A company that names itself as its parent has none (as ConnectWise and HaloPSA read it).
+    parent = _ref(raw.get("parentCompanyID"))
+    return None if parent is not None and parent == str(raw.get("id")) else parent
 
 
 def contact_from_api(raw: Mapping[str, Any], rules: AutotaskRules = AutotaskRules()) -> RemoteContact:
@@ -250,6 +256,11 @@ def _lines(
 
 
 
+def _numeric(text: str) -> bool:
+    """An id Autotask can be asked for: ASCII digits ("²" is a digit to str.isdigit, not to int)."""
+    return text.isascii() and text.isdigit()
+
+
 def _ref(value: Any) -> str | None:
     if isinstance(value, bool) or value in (None, "", 0):
         return None
@@ -301,7 +312,7 @@ class Autotask:
 
     def refresh(self, remote_ids: Iterable[str]) -> Iterator[Page]:
         """The invoices `remote_ids` as they are now (ids that no longer exist are left out)."""
-        ids = sorted({int(i) for i in remote_ids if str(i).isdigit()})
+        ids = sorted({int(i) for i in remote_ids if _numeric(str(i))})
         for start in range(0, len(ids), MAX_PAGE):
             chunk = ids[start : start + MAX_PAGE]
             for records in self._query("Invoices", [{"op": "in", "field": "id", "value": chunk}]):
@@ -409,6 +420,10 @@ class Autotask:
             if not isinstance(items, list) or not isinstance(details, dict):
                 raise ConnectorError(f"POST {entity}/query: expected items and pageDetails", retryable=False)
             url = details.get("nextPageUrl") or None
+            if url is not None and not items:
+                # Autotask gives a next page only while records remain: an empty page that names
+                # another could be followed forever (a fresh URL every time).
+                raise ConnectorError(f"POST {entity}/query: an empty page names a next page", retryable=False)
             if url is not None and url in seen:
                 raise ConnectorError(f"POST {entity}/query: nextPageUrl repeats itself", retryable=False)
             ids = [r["id"] for r in items if isinstance(r, dict) and _is_int(r.get("id"))]
@@ -479,7 +494,7 @@ class Autotask:
         return found
 
     def _learn_contracts(self, ids: set[str | None]) -> None:
-        wanted = sorted(int(i) for i in ids if i and i not in self._contracts and i.isdigit())
+        wanted = sorted(int(i) for i in ids if i not in self._contracts and _numeric(i))
         for start in range(0, len(wanted), MAX_PAGE):
             chunk = wanted[start : start + MAX_PAGE]
             for records in self._query(
@@ -490,7 +505,7 @@ class Autotask:
             self._contracts.update({str(i): self._contracts.get(str(i)) for i in chunk})
 
     def _learn_companies(self, ids: set[str | None]) -> None:
-        wanted = sorted(int(i) for i in ids if i and i not in self._company_currency and i.isdigit())
+        wanted = sorted(int(i) for i in ids if i not in self._company_currency and _numeric(i))
         for start in range(0, len(wanted), MAX_PAGE):
             chunk = wanted[start : start + MAX_PAGE]
             for records in self._query(

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -273,7 +273,8 @@ def make_line(
     if total is None:
         if price is None:
             raise RecordError(f"{where}: missing amount and unit price")
-        exact = qty * price
+        with localcontext(prec=60):  # exact: 24 digits of quantity times 19 of price
+            exact = qty * price
         if exact != exact.to_integral_value():
             raise RecordError(f"{where}: quantity x unit price is not a whole amount; give the amount")
         total = int(exact)
@@ -300,6 +301,10 @@ def parse_quantity(value: Any, where: str) -> Decimal:
         raise RecordError(f"{where}: quantity {value!r} is not a number")
     if qty < 0:
         raise RecordError(f"{where}: negative quantity {value}")
+    # A line's quantity is hours, seats or units: more than 12 digits either side of the point
+    # is a typo, and would make quantity x price inexact in Decimal's 28 digits.
+    if qty and (qty.adjusted() >= 12 or qty.as_tuple().exponent < -12):  # type: ignore[operator]
+        raise RecordError(f"{where}: quantity {value!r} is out of range")
     return qty
 
 
@@ -542,7 +547,7 @@ class ConnectWise:
     supports_deletion_check = True
 
     def __init__(self, settings: ConnectWiseSettings, http: HttpClient, clock: Clock) -> None:
-        base = settings.base_url or f"https://{settings.site}/{settings.codebase}apis/3.0"
+        base = settings.base_url or f"https://{settings.site}/{settings.codebase.strip('/')}/apis/3.0"
         self._base = base.rstrip("/")
         self._auth = (f"{settings.company_id}+{settings.public_key}", str(settings.private_key))
         self._headers = {"clientId": settings.client_id, "Accept": ACCEPT}
@@ -612,9 +617,17 @@ class ConnectWise:
             records = _json(resp)
             if not isinstance(records, list):
                 raise ConnectorError("GET /finance/invoices: expected a JSON array", retryable=False)
-            ids = [r["id"] for r in records if isinstance(r, dict) and _is_int(r.get("id"))]
+            ids = [int(i) for i in map(_listed_id, records) if i is not None]
+            if ids and min(ids) <= last_id:
+                # A page that goes back (a PSA answering the first page again): what it lists
+                # says nothing about what is gone, and closing invoices on it would be wrong.
+                raise ConnectorError(
+                    f"invoice_ids: GET /finance/invoices with id > {last_id} answered id {min(ids)}; "
+                    "the deletion check is skipped this time",
+                    retryable=True,
+                )
             yield from (str(i) for i in ids)
-            if len(records) < MAX_PAGE_SIZE or not _has_next(resp) or not ids or max(ids) <= last_id:
+            if len(records) < MAX_PAGE_SIZE or not _has_next(resp) or not ids:
                 return
             last_id = max(ids)
 
@@ -737,10 +750,20 @@ def map_or_reject(obj: Any, mapper: Callable[..., Any], raw: Any, rules: Mapping
         return mapper(raw, rules)
     except RecordError as exc:
         reason = str(exc)
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:  # a shape the mapping did not foresee
+    # A shape the mapping did not foresee, or a number past what date or decimal arithmetic holds.
+    except (AttributeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
         reason = f"unexpected record shape ({type(exc).__name__}: {exc})"
     remote_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
     return Rejected(obj, remote_id, reason, raw if isinstance(raw, dict) else {"value": raw})
+
+
+def _listed_id(record: Any) -> str | None:
+    """The id of one record of an id listing, read as record_id reads it; None if it has none."""
+    try:
+        rid = record_id(record)
+    except RecordError:
+        return None
+    return rid if rid.isascii() and rid.isdigit() else None
 
 
 def _is_int(value: Any) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
 
-from app.core.clock import parse_vendor_date, parse_vendor_time
+from app.core.clock import parse_vendor_date, vendor_instant
 from sync.base import RecordError
 
 
@@ -15,7 +15,7 @@ def optional_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return parse_vendor_time(value).astimezone(UTC)
+        return vendor_instant(value)
     except ValueError:
         return None
 
@@ -28,8 +28,9 @@ def required_date(raw: Mapping[str, Any], key: str, problems: list[str]) -> date
         return None
     try:
         return parse_vendor_date(str(value))
-    except ValueError:
-        problems.append(f"unparseable {key} {value!r}")
+    except ValueError as exc:
+        why = f" ({exc})" if str(exc).startswith("year") else ""
+        problems.append(f"unparseable {key} {value!r}{why}")
         return None
 
 

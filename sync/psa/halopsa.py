@@ -477,6 +477,7 @@ class HaloPsa:
         self, path: str, key: str, params: dict[str, str], *, first: int = 1
     ) -> Iterator[tuple[list[Any], int, bool]]:
         page_no = first
+        seen: set[Any] = set()
         while True:
             query = {
                 **params,
@@ -488,10 +489,17 @@ class HaloPsa:
             records = data.get(key) if isinstance(data, dict) else None
             if not isinstance(records, list):
                 raise ConnectorError(f"GET {path}: expected {{{key}: [...]}}", retryable=False)
-            count = data.get("record_count")
-            is_last = len(records) < self._page_size or (
-                isinstance(count, int) and page_no * self._page_size >= count
-            )
+            # A full page means there may be more, whatever record_count says (a count can be
+            # stale); past the end Halo answers an empty page.
+            is_last = len(records) < self._page_size
+            ids = {r["id"] for r in records if isinstance(r, dict) and isinstance(r.get("id"), int | str)}
+            if records and not is_last and ids <= seen:
+                # Every record of a full page read already: a server answering the same page for
+                # every page number would otherwise be paged forever.
+                raise ConnectorError(
+                    f"GET {path}: page {page_no} holds only records of the pages before it", retryable=True
+                )
+            seen |= ids
             yield records, page_no, is_last
             if is_last:
                 return
