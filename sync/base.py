@@ -182,6 +182,7 @@ class JournalPayment:
     # (client name, client remote id) of each allocation's invoice, in the same order; empty when
     # every invoice is the payer's. A parent paying for its children names each child here.
     allocation_clients: tuple[tuple[str, str], ...] = ()
+    payment_reference: str = ""  # the "PAY-000123" on the receipt; the token stands in when empty
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ class JournalReversal:
     client_name: str
     client_remote_id: str
     allocations: tuple[tuple[str, int], ...]  # (invoice number, amount_minor reopened or re-applied)
+    payment_reference: str = ""  # the "PAY-000123" on the receipt; the token stands in when empty
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,7 @@ class DepositLine:
     client_name: str = ""
     client_remote_id: str = ""
     remote_payment_ref: str | None = None  # what push_payment returned for payment_token, if pushed
+    payment_reference: str = ""  # the "PAY-000123" on the receipt, when the item is one of ours
 
 
 @dataclass(frozen=True)

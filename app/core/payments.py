@@ -384,7 +384,7 @@ def _succeed(db, clock: Clock, pay, *, now, base_url: str, timezone) -> None:
                 "amount_minor": a["amount_minor"],
                 "currency": pay["currency"],
                 "paid_on": paid_on,
-                "reference": f"Cashloop {pay['token']} {pay['processor_ref'] or ''}".strip(),
+                "reference": f"Cashloop {payment_reference(payment_id)} {pay['processor_ref'] or ''}".strip(),
             },
         )
     enqueue(

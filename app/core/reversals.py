@@ -21,6 +21,7 @@ from app.core.audit import audit, raise_exception
 from app.core.clock import Clock, to_db
 from app.core.keys import derive_key
 from app.core.outbox import enqueue
+from app.core.payment_refs import payment_reference
 
 Kind = Literal["refund", "dispute", "dispute_won"]
 
@@ -270,6 +271,6 @@ def _announce(
                 "amount_minor": sign * ln.amount_minor,
                 "currency": pay["currency"],
                 "paid_on": occurred_on,
-                "reference": f"Cashloop {kind.replace('_', ' ')} {ref} of {pay['token']}",
+                "reference": f"Cashloop {kind.replace('_', ' ')} {ref} of {payment_reference(pay['id'])}",
             },
         )

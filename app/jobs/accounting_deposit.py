@@ -12,6 +12,7 @@ from datetime import date
 from typing import Any
 
 from app.core.clock import to_db
+from app.core.payment_refs import payment_reference
 from app.entity_services import for_payment_id
 from app.jobs import accounting_errors
 from app.jobs.reversal_handlers import Handler
@@ -56,6 +57,7 @@ def deposit(services: Services, payload: dict[str, Any], kind: str) -> JournalDe
                 client_name=ln["client_name"],
                 client_remote_id=ln["client_remote_id"],
                 remote_payment_ref=remote_ref(ln["payment_id"]) if ln["kind"] == "payment" else None,
+                payment_reference=payment_reference(ln["payment_id"]) if ln.get("payment_id") else "",
             )
             for ln in payload["lines"]
         ),

@@ -9,6 +9,7 @@ from typing import Any
 from app.core import outbox
 from app.core.clock import to_db
 from app.core.outbox import DrainReport, PermanentError, RetryableError
+from app.core.payment_refs import payment_reference
 from app.entity_services import for_email, for_payment_token
 from app.jobs import accounting_deposit, accounting_errors, dispute_notes, method_detach, reversal_handlers
 from app.jobs.deliver_email import send_email
@@ -76,6 +77,7 @@ def journal_payment(services: Services):
                     allocations=tuple((n, a) for n, a in payload["allocations"]),
                     surcharge_minor=payload.get("surcharge_minor", 0),
                     allocation_clients=tuple((c, r) for c, r in payload.get("allocation_clients", [])),
+                    payment_reference=payment_reference(payload["payment_id"]),
                 ),
                 key=key,
             )

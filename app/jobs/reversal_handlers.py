@@ -16,6 +16,7 @@ from typing import Any
 from app.core.audit import raise_exception
 from app.core.notices import is_moot
 from app.core.outbox import PermanentError, RetryableError
+from app.core.payment_refs import payment_reference
 from app.jobs import accounting_errors
 from app.services import Services
 from sync.base import ConnectorError, JournalReversal, PaymentWriteBack
@@ -28,6 +29,11 @@ def _vendor(exc: ConnectorError) -> Exception:
     if exc.retryable:
         return RetryableError(str(exc), retry_after=exc.retry_after)
     return PermanentError(str(exc))
+
+
+def _reference(payload: dict[str, Any]) -> str:
+    # Entries queued before payment ids were in the payload keep the token.
+    return payment_reference(payload["payment_id"]) if payload.get("payment_id") else ""
 
 
 def journal_reversal(services: Services) -> Handler:
@@ -48,6 +54,7 @@ def journal_reversal(services: Services) -> Handler:
                     currency=payload["currency"],
                     amount_minor=payload["amount_minor"],
                     surcharge_minor=payload["surcharge_minor"],
+                    payment_reference=_reference(payload),
                     client_name=payload["client_name"],
                     client_remote_id=payload["client_remote_id"],
                     allocations=tuple((n, a) for n, a in payload["allocations"]),

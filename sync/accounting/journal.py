@@ -78,10 +78,11 @@ class JournalSink:
         def amount(minor: int) -> str:
             return str(Money(minor, p.currency).to_decimal())
 
+        ref = p.payment_reference or p.payment_token  # what the receipt says, so a person can match them
         common = [
             key,
             p.received_on.isoformat(),
-            p.payment_token,
+            ref,
             p.processor_ref or "",
             _safe(p.client_name),
             _safe(p.client_remote_id),
@@ -94,7 +95,7 @@ class JournalSink:
                 amount(p.amount_minor),
                 "",
                 p.currency,
-                f"{p.method} payment {p.payment_token}",
+                f"{p.method} payment {ref}",
             ]
         ]
         owners = p.allocation_clients or ((p.client_name, p.client_remote_id),) * len(p.allocations)
@@ -127,13 +128,14 @@ class JournalSink:
             return str(Money(minor, r.currency).to_decimal())
 
         back = r.kind != "dispute_won"
-        common = [key, r.occurred_on.isoformat(), r.payment_token, r.processor_ref or "",
+        ref = r.payment_reference or r.payment_token
+        common = [key, r.occurred_on.isoformat(), ref, r.processor_ref or "",
                   _safe(r.client_name), _safe(r.client_remote_id)]
         what = {"refund": f"refund {r.reference}", "dispute": f"dispute {r.reference}",
                 "dispute_won": f"dispute {r.reference} won"}[r.kind]
         clearing = amount(r.amount_minor)
         debit, credit = ("", clearing) if back else (clearing, "")
-        rows = [[*common, "", CLEARING_ACCOUNT, debit, credit, r.currency, f"{what} of {r.payment_token}"]]
+        rows = [[*common, "", CLEARING_ACCOUNT, debit, credit, r.currency, f"{what} of {ref}"]]
         for number, minor in r.allocations:
             debit, credit = (amount(minor), "") if back else ("", amount(minor))
             rows.append([*common, _safe(number), RECEIVABLE_ACCOUNT, debit, credit, r.currency,
@@ -166,10 +168,11 @@ class JournalSink:
                          d.currency, f"Stripe fees in payout {d.payout_id}"])
         for ln in d.lines:
             account = ADJUSTMENT_ACCOUNT if ln.kind == "adjustment" else CLEARING_ACCOUNT
-            what = {"payment": f"payment {ln.payment_token}", "refund": f"refund {ln.reference}",
+            ref = ln.payment_reference or ln.payment_token
+            what = {"payment": f"payment {ref}", "refund": f"refund {ln.reference}",
                     "dispute": f"dispute {ln.reference}", "dispute_won": f"dispute {ln.reference} won",
                     "adjustment": f"not booked by Cashloop: {ln.processor_ref}"}[ln.kind]
-            rows.append([key, on, ln.payment_token or d.payout_id, ln.processor_ref, _safe(ln.client_name),
+            rows.append([key, on, ref or d.payout_id, ln.processor_ref, _safe(ln.client_name),
                          _safe(ln.client_remote_id), "", account, *sides(-ln.amount_minor), d.currency,
                          f"{what} (payout {d.payout_id})"])
         return rows

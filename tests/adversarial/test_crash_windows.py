@@ -10,6 +10,7 @@ import threading
 
 from app import checkout
 from app.core import payments
+from app.core.payment_refs import payment_reference
 from app.jobs import drain_outbox
 from tests.adversarial.helpers import create_intent_at_stripe, event_body, outbox, sign
 from tests.factories import balance, make_client, make_invoice
@@ -82,7 +83,8 @@ def test_a_recovered_payments_journal_entry_and_psa_write_back_name_its_payment_
     [journal] = outbox(s, "journal_payment")
     references = [p["reference"] for p in outbox(s, "psa_payment")]
     with s.config.journal_path.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["payment_reference"] == plan.token]
+        ref = payment_reference(s.store.scalar("SELECT id FROM payments WHERE token = ?", (plan.token,)))
+        rows = [r for r in csv.DictReader(fh) if r["payment_reference"] == ref]
     # Finance reconciles the clearing account against Stripe by this id.
     assert journal["processor_ref"] == pi["id"], journal
     assert all(pi["id"] in ref for ref in references), references

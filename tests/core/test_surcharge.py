@@ -10,6 +10,7 @@ import pytest
 
 from app.config import ConfigError, SurchargeSettings
 from app.core import autopay
+from app.core.payment_refs import payment_reference
 from app.core.surcharge import region_of, surcharge_for
 from app.jobs import drain_outbox, run_autopay
 from tests.autopay_world import enable, engine_services, intents, journal, mails, saved_bank, saved_card
@@ -130,11 +131,11 @@ def test_autopay_adds_the_surcharge_discloses_it_and_books_it_on_its_own_line(
     assert (
         "Card surcharge:  $3.00 (included in the amount paid)" in receipt.get_body(("plain",)).get_content()
     )
-    token = s.store.scalar("SELECT p.token FROM payments p WHERE p.client_id = ?", (il,))
+    pay_id = s.store.scalar("SELECT p.id FROM payments p WHERE p.client_id = ?", (il,))
     entry = [
         (r["account"], r["invoice_number"], r["debit"], r["credit"])
         for r in journal(s)
-        if r["payment_reference"] == token
+        if r["payment_reference"] == payment_reference(pay_id)  # the reference on the receipt
     ]
     assert entry == [
         ("Stripe clearing", "", "103.00", ""),

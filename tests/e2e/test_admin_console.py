@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.core.clock import FrozenClock
+from app.core.payment_refs import payment_reference
 from app.jobs import drain_outbox
 from app.services import build_services
 from app.web import create_app
@@ -215,7 +216,7 @@ def test_a_check_of_500_over_two_invoices_shows_in_portal_ledger_outbox_and_audi
     ]
     assert len(written) == 2
     with svc.config.journal_path.open(encoding="utf-8") as fh:
-        entry = [r for r in csv.DictReader(fh) if r["payment_reference"] == pay["token"]]
+        entry = [r for r in csv.DictReader(fh) if r["payment_reference"] == payment_reference(pay["id"])]
     assert sorted((r["debit"], r["credit"]) for r in entry) == [
         ("", "200.00"),
         ("", "300.00"),

@@ -18,6 +18,7 @@ from decimal import Decimal
 import pytest
 import stripe
 
+from app.core.payment_refs import payment_reference
 from app.jobs import drain_outbox, poll_psa
 from app.services import build_services
 from app.web import create_app
@@ -224,7 +225,7 @@ def test_the_parent_sees_the_invoices_grouped_and_pays_both_children_in_one_char
     assert paid["cw"].violations == []
     # The journal entry balances; each credit names its invoice's company.
     with paid["cfg"].journal_path.open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["payment_reference"] == pay["token"]]
+        rows = [r for r in csv.DictReader(fh) if r["payment_reference"] == payment_reference(pay["id"])]
     assert [(r["customer"], r["invoice_number"], r["debit"], r["credit"]) for r in rows] == [
         ("Northwind Holdings Inc", "", "1355.75", ""),
         ("Northwind East LLC", "E-100", "", "500.00"),

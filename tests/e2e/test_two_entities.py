@@ -16,6 +16,7 @@ import stripe
 
 from app import checkout
 from app.core import entities
+from app.core.payment_refs import payment_reference
 from app.entity_services import for_key
 from app.jobs import drain_outbox
 from app.services import build_services
@@ -101,8 +102,8 @@ def test_two_entities_charge_book_and_mail_each_through_its_own(tmp_path, frozen
     us_rows = _journal(tmp_path / "journal.csv")
     ca_rows = _journal(tmp_path / "journal-ca.csv")
     assert us_rows and ca_rows
-    assert {r["payment_reference"] for r in us_rows} == {pays[us.id]["token"]}
-    assert {r["payment_reference"] for r in ca_rows} == {pays[ca.id]["token"]}
+    assert {r["payment_reference"] for r in us_rows} == {payment_reference(pays[us.id]["id"])}
+    assert {r["payment_reference"] for r in ca_rows} == {payment_reference(pays[ca.id]["id"])}
     assert "CA-2001" in json.dumps(ca_rows) and "CA-2001" not in json.dumps(us_rows)
 
     # Each receipt in its own entity's name, sender, colours and logo.

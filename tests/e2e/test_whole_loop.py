@@ -20,6 +20,7 @@ import pytest
 import requests
 import stripe
 
+from app.core.payment_refs import payment_reference
 from app.jobs import drain_outbox, poll_psa
 from app.services import build_services
 from app.web import create_app
@@ -152,6 +153,12 @@ def _wait_for_webhook(services, timeout: float = 15.0) -> None:
     raise AssertionError("the payment_intent.succeeded webhook did not arrive")
 
 
+def _receipt_reference(loop) -> str:
+    """The "PAY-000123" on the receipt, which the journal carries too."""
+    pay_id = loop.services.store.scalar("SELECT id FROM payments WHERE token = ?", (loop.payment_token,))
+    return payment_reference(pay_id)
+
+
 def _intents_for(double, payment_token: str) -> list[dict]:
     client = stripe.StripeClient(double.secret_key, base_addresses={"api": double.api_base})
     return [
@@ -194,7 +201,7 @@ def test_contact_pays_two_of_three_invoices_and_every_system_agrees(loop, stripe
     assert _cw_payments(loop.cw) == [(9001, Decimal("1250.00")), (9003, Decimal("287.25"))]
     assert loop.cw.violations == []
     # The journal entry balances and names both invoices.
-    rows = [r for r in _journal(loop.cfg) if r["payment_reference"] == loop.payment_token]
+    rows = [r for r in _journal(loop.cfg) if r["payment_reference"] == _receipt_reference(loop)]
     assert [(r["invoice_number"], r["debit"], r["credit"]) for r in rows] == [
         ("", "1537.25", ""),
         ("INV-1042", "", "1250.00"),
@@ -242,7 +249,7 @@ def test_outbox_runs_and_webhook_replays_change_nothing(loop, stripe_double, smt
         drain_outbox.run(loop.services)
     assert len(_receipts(smtp_sink)) == 1
     assert _cw_payments(loop.cw) == [(9001, Decimal("1250.00")), (9003, Decimal("287.25"))]
-    rows = [r for r in _journal(loop.cfg) if r["payment_reference"] == loop.payment_token]
+    rows = [r for r in _journal(loop.cfg) if r["payment_reference"] == _receipt_reference(loop)]
     assert len({r["entry_key"] for r in rows}) == 1 and len(rows) == 3
     assert loop.services.store.scalar("SELECT COUNT(*) FROM payments WHERE status = 'succeeded'") == 1
     assert len(_intents_for(stripe_double, loop.payment_token)) == 1

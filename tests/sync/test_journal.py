@@ -48,3 +48,12 @@ def test_each_entry_balances_and_a_repeat_writes_nothing(tmp_path):
     credit = sum(int(r["credit"].replace(".", "")) for r in rows if r["credit"])
     assert debit == credit == 50000
     assert all(r["customer"].startswith("'=") for r in rows)  # a formula stays text
+
+
+def test_an_entry_names_the_payment_by_the_reference_on_its_receipt(tmp_path):
+    sink = JournalSink(tmp_path / "journal.csv")
+    sink.push_payment(_payment(payment_reference="PAY-000042"), key="k1")
+    rows = _rows(sink.path)
+    assert {r["payment_reference"] for r in rows} == {"PAY-000042"}
+    assert rows[0]["memo"] == "card payment PAY-000042"
+    assert all("tok1" not in value for r in rows for value in r.values())
