@@ -6,6 +6,7 @@ way instants enter and leave the store.
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
@@ -86,15 +87,20 @@ def parse_vendor_date(value: str) -> date:
     a day (the classic due-date-a-day-early bug), so the time part is dropped, not converted. What
     follows the date must be a valid time (not cut off and ignored), and the year a real one.
     """
-    text = value.strip()
+    text = value.strip().upper()  # RFC 3339 allows a lower-case "t" and "z"
     if len(text) < 10:
         raise ValueError(f"not a date: {value!r}")
     day = date.fromisoformat(text[:10])
-    if len(text) > 10 and (text[10] not in "T " or not _is_time(text)):
+    rest = text[10:]
+    if rest and not (_ZONE.fullmatch(rest) or (rest[0] in "T " and _is_time(text))):
         raise ValueError(f"not a date: {value!r}")
     if day.year not in VENDOR_YEARS:
         raise ValueError(f"year {day.year} is outside {VENDOR_YEARS.start}-{VENDOR_YEARS.stop - 1}")
     return day
+
+
+# A date may carry its zone alone (xsd:date: "2026-03-31Z", "2026-03-31+02:00").
+_ZONE = re.compile(r"Z|[+-]\d{2}:\d{2}")
 
 
 def _is_time(text: str) -> bool:

@@ -18,8 +18,9 @@ import functools
 import hashlib
 import json
 import sqlite3
+import unicodedata
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlite_utils import Database
@@ -45,8 +46,11 @@ class Skip(Exception):
 
 # The reason a record waits for its company; poll_psa reads such records again once it is here.
 UNKNOWN_COMPANY = {"invoice": "invoice's company {} is unknown", "contact": "contact's company {} is unknown"}
-# The reason an invoice waits for its number; poll_psa reads it again once no other invoice has it.
+# The reasons an invoice waits for its number; poll_psa reads it again once no other invoice has it.
 NUMBER_TAKEN = "invoice number {} is already used by invoice {} at the source"
+# ...or once the other invoice, which gave the number up at the source, is stored as it is there.
+NUMBER_KEPT = "invoice number {} is still on invoice {}, whose change at the source is not applied"
+NUMBER_WAITS = (NUMBER_TAKEN, NUMBER_KEPT)
 
 
 def _raw(record: Any, *, cut: bool = False) -> str:
@@ -143,6 +147,9 @@ def quarantine(
     db: Database, clock: Clock, *, source: str, obj: str, remote_id: str, reason: str, raw_json: str | None
 ) -> None:
     now = to_db(clock.utc_now())
+    if not remote_id.strip():
+        # Records with no id are told apart by what they hold, so that two of them are two rows.
+        remote_id = "(no id) " + hashlib.sha256((raw_json or "").encode()).hexdigest()[:12]
     db.execute(
         "INSERT INTO quarantine (source, object, remote_id, reason, raw_json, first_seen_at, last_seen_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, object, remote_id) DO UPDATE SET "
@@ -400,6 +407,16 @@ def _company_remote_id(db: Database, client_id: int) -> str:
     return row["remote_id"] if row else str(client_id)
 
 
+def _change_summary(db: Database, row: sqlite3.Row, inv: RemoteInvoice, status: str, client_id: int) -> str:
+    """What the source changed about an invoice that has payments, in the exception's words."""
+    parts = [f"total {row['total_minor']} -> {inv.total_minor}", f"status {row['status']} -> {status}"]
+    if inv.number != row["number"]:
+        parts.append(f"number {row['number']} -> {inv.number}")
+    if client_id != row["client_id"]:
+        parts.append(f"company {_company_remote_id(db, row['client_id'])} -> {inv.company_remote_id}")
+    return f"changed at the source ({', '.join(parts)})"
+
+
 def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: str, remote: Any) -> str:
     raise_exception(
         db,
@@ -416,13 +433,19 @@ class InvoiceLookups:
     """What one page of invoices needs from the store, read in a few queries instead of per record."""
 
     def __init__(
-        self, db: Database, source: str, invoices: list[RemoteInvoice], *, now: str, allow_swaps: bool = False
+        self,
+        db: Database,
+        source: str,
+        invoices: list[RemoteInvoice],
+        *,
+        now: str,
+        swappers: Iterable[str] = (),
     ) -> None:
         self.now = now
-        # The number each invoice of the page carries now; with `allow_swaps`, a number held by an
-        # invoice of the page that carries another one now is free (see _apply_swaps).
+        # The number each invoice of the page carries now. A number held by one of `swappers` that
+        # carries another now counts as free (see _apply_swaps).
         self.page_numbers = {i.remote_id: i.number for i in invoices}
-        self.allow_swaps = allow_swaps
+        self.swappers = frozenset(swappers)
         self.clients: dict[str, int] = {}
         self.existing: dict[str, sqlite3.Row] = {}
         self.numbers: dict[str, str] = {}  # invoice number -> the remote id that holds it
@@ -486,9 +509,16 @@ def upsert_invoice(
     client_id = lookups.clients.get(inv.company_remote_id)
     if client_id is None:
         raise Skip(UNKNOWN_COMPANY["invoice"].format(inv.company_remote_id))
+    if existing is not None and _ours(db, existing["id"]) and (
+        _terms(inv, status, client_id) != _stored_terms(db, existing)
+    ):
+        # Decided before the number: a held change is not applied, so it takes no number from anyone.
+        summary = _change_summary(db, existing, inv, status, client_id)
+        return _hold(db, clock, existing, ref=digest, summary=summary, remote=json.loads(raw_json))
     taken = lookups.holder(inv)
-    if taken is not None and not (lookups.allow_swaps and lookups.takes_a_leaving_number(inv)):
-        raise Skip(NUMBER_TAKEN.format(inv.number, taken))
+    if taken is not None and not (taken in lookups.swappers and lookups.takes_a_leaving_number(inv)):
+        template = NUMBER_KEPT if lookups.takes_a_leaving_number(inv) else NUMBER_TAKEN
+        raise Skip(template.format(inv.number, taken))
     now = lookups.now
     updated = to_db(inv.updated_at) if inv.updated_at else None
     values = (
@@ -506,21 +536,6 @@ def upsert_invoice(
     )
     refs = (inv.agreement, inv.project, inv.phase, inv.ticket, inv.description)
     if existing is not None:
-        if _ours(db, existing["id"]) and _terms(inv, status, client_id) != _stored_terms(db, existing):
-            moved = (
-                f", company {_company_remote_id(db, existing['client_id'])} -> {inv.company_remote_id}"
-                if client_id != existing["client_id"]
-                else ""
-            )
-            return _hold(
-                db,
-                clock,
-                existing,
-                ref=digest,
-                summary=f"changed at the source (total {existing['total_minor']} -> {inv.total_minor}, "
-                f"status {existing['status']} -> {status}{moved})",
-                remote=json.loads(raw_json),
-            )
         paid_elsewhere = _paid_elsewhere(db, existing["id"], inv)
         db.execute(
             "UPDATE invoices SET client_id = ?, number = ?, kind = ?, status = ?, is_approved = ?, "
@@ -668,7 +683,7 @@ def _apply(
     per_record: bool,
 ) -> Counter[str]:
     counts: Counter[str] = Counter()
-    items = _last_listings(page.items)
+    items = [_plain_number(i) for i in _last_listings(page.items)]
     invoices = [i for i in items if isinstance(i, RemoteInvoice)]
     if per_record:  # an invoice whose keys SQLite refuses is looked up (and quarantined) on its own
         invoices = [i for i in invoices if _text_problem(i) is None]
@@ -694,31 +709,82 @@ def _apply_swaps(
     db: Database, source: str, items: list[RemoteInvoice], one: Any, counts: Counter[str], applied: list[str],
     *, now: str,
 ) -> None:
-    """Apply `items`, each taking a number another invoice of the page was to give up. Should one of
-    those keep its number after all (held, quarantined), the number would be on two invoices: then
-    the swaps are undone and applied again with numbers checked as usual."""
-    numbers = {i.number for i in items}
-    swap_counts: Counter[str] = Counter()
-    swap_applied: list[str] = []
+    """Apply `items`, each taking a number another invoice of the page was to give up.
+
+    Should one of those keep its number after all (its change held, its record refused), a
+    number would be on two invoices: then the swaps are undone, that invoice and those waiting
+    for its number (and for theirs) are set aside, and the rest tried again. Those set aside are
+    applied last, each number checked as usual.
+    """
+    stored = InvoiceLookups(db, source, items, now=now)
+    holder_of = {row["number"]: rid for rid, row in stored.existing.items()}
+    trying, aside = list(items), []
+    while trying:
+        swap_counts: Counter[str] = Counter()
+        swap_applied: list[str] = []
+        try:
+            with db.atomic():
+                lookups = InvoiceLookups(db, source, items, now=now, swappers=[i.remote_id for i in trying])
+                for item in trying:
+                    one(item, lookups, swap_counts, swap_applied)
+                if _shared_numbers(db, source, {i.number for i in trying}):
+                    raise _SwapFailed(_kept_their_numbers(db, source, trying))
+        except _SwapFailed as failed:
+            stuck = set(failed.remote_ids)
+            while True:  # and those waiting for a number the stuck ones keep, and so on
+                more = {i.remote_id for i in trying if holder_of.get(i.number) in stuck} - stuck
+                if not more:
+                    break
+                stuck |= more
+            aside += [i for i in trying if i.remote_id in stuck]
+            trying = [i for i in trying if i.remote_id not in stuck]
+            continue
+        counts.update(swap_counts)
+        applied.extend(swap_applied)
+        break
+    if aside:
+        lookups = InvoiceLookups(db, source, items, now=now)
+        unchecked = InvoiceLookups(db, source, items, now=now)
+        unchecked.numbers.clear()
+        for item in aside:
+            # An invoice refused for what it holds (a bad amount, a value SQLite refuses) is
+            # quarantined with that reason, not with the number it could not take meanwhile.
+            one(item, unchecked if _refused_anyway(db, item, unchecked, one) else lookups, counts, applied)
+
+
+def _kept_their_numbers(db: Database, source: str, items: list[RemoteInvoice]) -> set[str]:
+    """Those of `items` not stored with their new number (held, or refused)."""
+    kept = set()
+    for item in items:
+        row = db.execute(
+            "SELECT number FROM invoices WHERE source = ? AND remote_id = ?", (source, item.remote_id)
+        ).fetchone()
+        if row is None or row[0] != item.number:
+            kept.add(item.remote_id)
+    return kept
+
+
+def _refused_anyway(db: Database, item: RemoteInvoice, unchecked: InvoiceLookups, one: Any) -> bool:
+    """Whether `item` would be refused even were its number free (tried, then undone)."""
+    outcome: Counter[str] = Counter()
     try:
         with db.atomic():
-            lookups = InvoiceLookups(db, source, items, now=now, allow_swaps=True)
-            for item in items:
-                one(item, lookups, swap_counts, swap_applied)
-            if _shared_numbers(db, source, numbers):
-                raise _SwapFailed
-    except _SwapFailed:
-        swap_counts.clear()
-        swap_applied.clear()
-        lookups = InvoiceLookups(db, source, items, now=now)
-        for item in items:
-            one(item, lookups, swap_counts, swap_applied)
-    counts.update(swap_counts)
-    applied.extend(swap_applied)
+            one(item, unchecked, outcome, [])
+            raise _Undo
+    except _Undo:
+        return outcome["quarantined"] > 0
+    except _STORE_ERRORS:
+        return True
+
+
+class _Undo(Exception):
+    pass
 
 
 class _SwapFailed(Exception):
-    pass
+    def __init__(self, remote_ids: set[str]) -> None:
+        super().__init__(f"invoices that kept their numbers: {sorted(remote_ids)}")
+        self.remote_ids = remote_ids
 
 
 def _shared_numbers(db: Database, source: str, numbers: set[str]) -> bool:
@@ -792,8 +858,21 @@ def _apply_one(
         counts["quarantined"] += 1
         return
     counts[outcome] += 1
-    if outcome != "held":
-        applied.append(getattr(item, "remote_id", ""))
+    # A held record was read and is waiting for a person in the exceptions queue: any quarantine
+    # row about an older listing of it is out of date.
+    applied.append(getattr(item, "remote_id", ""))
+
+
+def _plain_number(item: Any) -> Any:
+    """An invoice with its number as a person reads it: no invisible characters (a zero-width
+    space, a byte order mark, a control character) that would make "INV-1042" a second number."""
+    if not isinstance(item, RemoteInvoice) or (item.number.isascii() and item.number.isprintable()):
+        return item
+    number = "".join(c for c in item.number if unicodedata.category(c) not in ("Cf", "Cc")).strip()
+    if not number:
+        raw = item.raw if isinstance(item.raw, Mapping) else {"id": item.remote_id}
+        return Rejected("invoice", item.remote_id, "invoice number has no visible characters", raw)
+    return item._replace(number=number)
 
 
 def _last_listings(items: list[Any]) -> list[Any]:

@@ -753,7 +753,7 @@ def map_or_reject(obj: Any, mapper: Callable[..., Any], raw: Any, rules: Mapping
     # A shape the mapping did not foresee, or a number past what date or decimal arithmetic holds.
     except (AttributeError, KeyError, TypeError, ValueError, ArithmeticError) as exc:
         reason = f"unexpected record shape ({type(exc).__name__}: {exc})"
-    remote_id = str(raw.get("id", "")) if isinstance(raw, dict) else ""
+    remote_id = str(raw.get("id", "")).strip() if isinstance(raw, dict) else ""  # as record_id reads it
     return Rejected(obj, remote_id, reason, raw if isinstance(raw, dict) else {"value": raw})
 
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 KEY_PREFIX = "cashloop:"  # thirdpartyid of the InvoicePayment rows Cashloop writes
 TOKEN_MARGIN = timedelta(seconds=60)
+MAX_REPEATED_PAGES = 3  # full pages in a row with no new record before a listing is given up
 
 
 @dataclass(frozen=True)
@@ -478,6 +479,7 @@ class HaloPsa:
     ) -> Iterator[tuple[list[Any], int, bool]]:
         page_no = first
         seen: set[Any] = set()
+        repeats = 0  # full pages in a row that brought no record not read already
         while True:
             query = {
                 **params,
@@ -492,12 +494,16 @@ class HaloPsa:
             # A full page means there may be more, whatever record_count says (a count can be
             # stale); past the end Halo answers an empty page.
             is_last = len(records) < self._page_size
-            ids = {r["id"] for r in records if isinstance(r, dict) and isinstance(r.get("id"), int | str)}
-            if records and not is_last and ids <= seen:
-                # Every record of a full page read already: a server answering the same page for
-                # every page number would otherwise be paged forever.
+            ids = {str(r["id"]) for r in records if isinstance(r, dict) and _is_id(r.get("id"))}
+            # A page of records read already happens once when records edited while paging
+            # newest first push the rest down a page; page after page of them is a server
+            # answering the same page for every number, which would be paged forever.
+            repeats = repeats + 1 if ids and ids <= seen and not is_last else 0
+            if repeats >= MAX_REPEATED_PAGES:
                 raise ConnectorError(
-                    f"GET {path}: page {page_no} holds only records of the pages before it", retryable=True
+                    f"GET {path}: pages {page_no - repeats + 1}-{page_no} hold only records of the pages "
+                    "before them",
+                    retryable=True,
                 )
             seen |= ids
             yield records, page_no, is_last
@@ -574,3 +580,7 @@ def _json(resp: requests.Response) -> Any:
         raise ConnectorError(
             f"{path}: response is not JSON ({why})", retryable=True, status=resp.status_code
         ) from None
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)

@@ -130,9 +130,11 @@ def test_a_backfill_killed_at_a_random_page_and_rerun_ends_like_an_uninterrupted
     assert again.returncode == 0, again.stderr
     assert _contents(db) == expected, f"seed {seed}, killed after {partial} invoices"
     # It went on from where it was: the pages committed before the kill were not read again (HaloPSA,
-    # paging by number, re-reads the last one in case a deletion shifted the pages).
+    # paging by number, re-reads the last one in case a deletion shifted the pages, and asks for the
+    # page after a full last one: its record_count may be stale, an empty page is not).
     remaining_pages = -(-(INVOICES - partial) // PAGE)
-    assert pages_read <= remaining_pages + 1 < INVOICES // PAGE, (pages_read, partial, seed)
+    extra = 2 if world.kind == "halopsa" else 1
+    assert pages_read <= remaining_pages + extra < INVOICES // PAGE, (pages_read, partial, seed)
     created = re.search(r"invoices: created (\d+)", again.stdout)
     assert created and int(created.group(1)) == INVOICES - 1 - partial, (again.stdout, partial, seed)
 
