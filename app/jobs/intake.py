@@ -744,12 +744,18 @@ def _apply_swaps(
         break
     if aside:
         lookups = InvoiceLookups(db, source, items, now=now)
-        unchecked = InvoiceLookups(db, source, items, now=now)
-        unchecked.numbers.clear()
         for item in aside:
             # An invoice refused for what it holds (a bad amount, a value SQLite refuses) is
             # quarantined with that reason, not with the number it could not take meanwhile.
-            one(item, unchecked if _refused_anyway(db, item, unchecked, one) else lookups, counts, applied)
+            refused = _refused_anyway(db, item, _unchecked(db, source, items, now), one)
+            one(item, _unchecked(db, source, items, now) if refused else lookups, counts, applied)
+
+
+def _unchecked(db: Database, source: str, items: list[RemoteInvoice], now: str) -> InvoiceLookups:
+    """Lookups that know no invoice numbers: applying with them checks everything but the number."""
+    lookups = InvoiceLookups(db, source, items, now=now)
+    lookups.numbers.clear()
+    return lookups
 
 
 def _kept_their_numbers(db: Database, source: str, items: list[RemoteInvoice]) -> set[str]:
