@@ -26,6 +26,7 @@ from app.jobs import poll_psa
 from app.services import build_services
 from sync.base import ConnectorError
 from sync.http import HttpClient, _retry_after
+from tests.adversarial.intake_helpers import edit_json, poll, stamp_all
 from tests.adversarial.test_config_attacks import _FILES_SECTION, _base, _cw, _write
 from tests.cw_world import company, contact, contoso, invoice, invoice_numbers, open_quarantine
 from tests.jobs.test_backfill_resume import _contents
@@ -35,30 +36,9 @@ INVOICES = "/finance/invoices"
 COMPANIES = "/company/companies"
 CONTACTS = "/company/contacts"
 FIXED = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
-OLD = "2026-03-01T00:00:00Z"  # before the frozen clock: an incremental poll does not read it again
 
 
-def _poll(services, **kw) -> poll_psa.PollReport:
-    try:
-        return poll_psa.run(services, **kw)
-    except Exception as exc:  # no vendor answer may crash the poll
-        pytest.fail(f"the poll crashed: {type(exc).__name__}: {str(exc)[:300]}")
 
-
-def _stamp_all(cw, when: str = OLD) -> None:
-    """Every record of the fake last changed at `when` (so the overlap does not re-read it)."""
-    for table in (cw.companies, cw.contacts, cw.invoices):
-        for rec in table:
-            rec.setdefault("_info", {})["lastUpdated"] = when
-
-
-def _edit_json(edit):
-    """A rewrite_next edit that works on the decoded body."""
-
-    def apply(body: bytes) -> bytes:
-        return json.dumps(edit(json.loads(body))).encode()
-
-    return apply
 
 
 # ---- Retry-After ------------------------------------------------------------------------------
@@ -190,7 +170,7 @@ def test_a_company_whose_billing_contact_is_not_an_object_does_not_stop_its_cont
     world = contoso(cw)
     world["company"]["billingContact"] = ref  # the shape the mapping did not foresee
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None, report.error
     contacts = {r[0]: r[1] for r in cw_services.store.all("SELECT remote_id, role FROM contacts")}
@@ -217,7 +197,7 @@ def test_an_invoice_whose_id_comes_as_a_json_string_is_not_closed_by_the_deletio
     cw.rewrite_next(INVOICES, _string_id(9350))
     cw.rewrite_next(INVOICES, _string_id(9350))
 
-    report = _poll(cw_services, full=True)
+    report = poll(cw_services, full=True)
 
     assert report.error is None, report.error
     row = cw_services.store.one("SELECT status, total_minor FROM invoices WHERE remote_id = '9350'")
@@ -237,9 +217,9 @@ def test_an_invoice_listed_twice_in_a_page_good_then_bad_keeps_the_bad_listing_i
         records.insert(records.index(good) + 1, bad)
         return records
 
-    cw.rewrite_next(INVOICES, _edit_json(twice))
+    cw.rewrite_next(INVOICES, edit_json(twice))
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     # The page said two different things about invoice 9001: someone must look.
@@ -249,7 +229,7 @@ def test_an_invoice_listed_twice_in_a_page_good_then_bad_keeps_the_bad_listing_i
 
 def test_an_invoice_listed_twice_in_a_page_ends_as_its_last_listing(cw, cw_services):
     contoso(cw)
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     assert cw_services.store.scalar("SELECT total_minor FROM invoices WHERE remote_id = '9001'") == 125000
 
     def twice(records):
@@ -258,9 +238,9 @@ def test_an_invoice_listed_twice_in_a_page_ends_as_its_last_listing(cw, cw_servi
         records.insert(records.index(stored), changed)  # first the edit, then the record as stored
         return records
 
-    cw.rewrite_next(INVOICES, _edit_json(twice))
+    cw.rewrite_next(INVOICES, edit_json(twice))
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     # The last listing of a record is what the PSA says now (the same rule as across pages).
     assert cw_services.store.scalar("SELECT total_minor FROM invoices WHERE remote_id = '9001'") == 125000
 
@@ -272,7 +252,7 @@ def test_two_new_invoices_with_the_same_number_in_one_page_keep_the_first_and_qu
     invoice(cw, 9401, "INV-DUP", world["company"], kind="agreement", total="10.00")
     invoice(cw, 9402, "INV-DUP", world["other_company"], kind="agreement", total="20.00")
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     rows = cw_services.store.all("SELECT remote_id, total_minor FROM invoices WHERE number = 'INV-DUP'")
     assert [tuple(r) for r in rows] == [("9401", 1000)]
@@ -287,8 +267,8 @@ def test_two_new_invoices_with_the_same_number_in_one_page_keep_the_first_and_qu
 def test_an_invoice_number_reissued_after_the_old_invoice_was_deleted_is_imported(cw, cw_services):
     world = contoso(cw)
     old = invoice(cw, 9801, "INV-R1", world["company"], kind="agreement", total="50.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     assert invoice_numbers(cw_services) >= {"INV-R1"}
 
     # At the PSA: the invoice is deleted and reissued under the same number with a new id.
@@ -297,9 +277,9 @@ def test_an_invoice_number_reissued_after_the_old_invoice_was_deleted_is_importe
     # Stamped before the cursor: only the full sweep reads it, before the deletion check frees its number.
     new["_info"]["lastUpdated"] = "2026-02-01T00:00:00Z"
 
-    first = _poll(cw_services, full=True)  # the sweep, then the deletion check
-    second = _poll(cw_services)
-    third = _poll(cw_services)
+    first = poll(cw_services, full=True)  # the sweep, then the deletion check
+    second = poll(cw_services)
+    third = poll(cw_services)
 
     assert (first.error, second.error, third.error) == (None, None, None)
     rows = cw_services.store.all(
@@ -315,13 +295,13 @@ def test_two_invoices_that_swap_numbers_at_the_source_are_not_quarantined_foreve
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-SW1", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.touch(a, when=FIXED - timedelta(minutes=2), invoiceNumber="INV-SW2")
     cw.touch(b, when=FIXED - timedelta(minutes=2), invoiceNumber="INV-SW1")
 
     for _ in range(3):
-        assert _poll(cw_services).error is None
+        assert poll(cw_services).error is None
 
     got = {
         r[0]: r[1]
@@ -345,8 +325,8 @@ def test_a_contact_waiting_for_its_company_that_moves_to_another_unknown_company
     world = contoso(cw)
     ref = {"id": 500, "identifier": "Late", "name": "Late Arrival Ltd"}
     waiting = contact(cw, 5001, ref, "Wai", "Ting", "wait@late.example", billing=True)
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     assert open_quarantine(cw_services, "contact") == {"5001": "contact's company 500 is unknown"}
 
     # The company arrives; meanwhile the contact moved to company 600, whose record is broken.
@@ -359,12 +339,12 @@ def test_a_contact_waiting_for_its_company_that_moves_to_another_unknown_company
         when=datetime(2026, 3, 9, tzinfo=UTC),
         company={"id": 600, "identifier": "Broken", "name": "?"},
     )
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     assert open_quarantine(cw_services, "contact") == {"5001": "contact's company 600 is unknown"}
 
     # Company 600 is fixed at the PSA: the contact that waited for it comes in.
     cw.touch(broken, when=datetime(2026, 3, 10, 14, 0, tzinfo=UTC), name="Broken No More Ltd")
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     assert open_quarantine(cw_services, "contact") == {}
     row = cw_services.store.one(
         "SELECT c.remote_id FROM contacts t JOIN clients c ON c.id = t.client_id WHERE t.remote_id = '5001'"
@@ -377,16 +357,16 @@ def test_an_invoice_whose_company_arrives_later_and_is_then_renamed_stays_with_t
     contoso(cw)
     ref = {"id": 700, "identifier": "Later", "name": "Later Ltd"}
     invoice(cw, 9701, "INV-LATE", ref, kind="agreement", total="12.34")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     assert open_quarantine(cw_services) == {"9701": "invoice's company 700 is unknown"}
 
     late = company(cw, 700, "Later Ltd", "Later")
     late["_info"]["lastUpdated"] = "2026-03-09T00:00:00Z"
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     assert open_quarantine(cw_services) == {}
     cw.touch(late, when=datetime(2026, 3, 10, 14, 0, tzinfo=UTC), name="Later Renamed Ltd")
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     row = cw_services.store.one(
         "SELECT c.remote_id, c.name, i.total_minor FROM invoices i JOIN clients c ON c.id = i.client_id "
@@ -405,7 +385,7 @@ def test_a_halo_line_tax_beyond_any_real_invoice_is_quarantined_not_stored(tmp_p
         world._record(specs[1].remote_id)["lines"][0]["tax_amount"] = 1e14  # 10^16 cents on one line
         services = build_services(world.config(tmp_path), clock=frozen_clock)
 
-        report = _poll(services)
+        report = poll(services)
 
         assert report.error is None, report.error
         stored = services.store.scalar("SELECT MAX(ABS(tax_minor)) FROM invoice_lines")
@@ -426,7 +406,7 @@ def test_a_line_unit_price_beyond_any_real_invoice_is_quarantined_not_stored(cw,
     ]
     invoice(cw, 9601, "INV-UNIT", world["company"], kind="agreement", total="10.00", lines=lines)
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     stored = cw_services.store.scalar(
         "SELECT MAX(ABS(l.unit_price_minor)) FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id "
@@ -463,7 +443,7 @@ def test_exotic_currencies_and_amounts_are_stored_to_the_minor_unit(cw, cw_servi
         currency={"currencyCode": currency}, total=total, subtotal=total, agreementAmount=total, balance=total
     )
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     row = cw_services.store.one("SELECT currency, total_minor FROM invoices WHERE remote_id = '9611'")
     assert row is not None and tuple(row) == (currency, minor), (
@@ -483,7 +463,7 @@ def test_amounts_with_more_places_than_the_currency_are_quarantined_naming_the_f
         balance=total,
     )
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     reasons = open_quarantine(cw_services)
     assert "9612" in reasons and reasons["9612"].startswith("total: "), reasons
@@ -505,7 +485,7 @@ def test_impossible_due_dates_are_quarantined_naming_the_field(cw, cw_services, 
     world = contoso(cw)
     invoice(cw, 9621, "INV-DATE", world["company"], kind="agreement", total="10.00", dueDate=due)
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     reasons = open_quarantine(cw_services)
     assert "9621" in reasons and fragment in reasons["9621"], reasons
@@ -523,7 +503,7 @@ def test_leap_days_and_dates_with_offsets_keep_the_vendors_calendar_date(cw, cw_
     world = contoso(cw)
     invoice(cw, 9622, "INV-LEAP", world["company"], kind="agreement", total="10.00", dueDate=due)
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     assert cw_services.store.scalar("SELECT due_on FROM invoices WHERE remote_id = '9622'") == expected
 
@@ -533,7 +513,7 @@ def test_a_due_date_with_trailing_garbage_is_quarantined_not_cut_to_ten_characte
     world = contoso(cw)
     invoice(cw, 9623, "INV-GARB", world["company"], kind="agreement", total="10.00", dueDate=due)
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     reasons = open_quarantine(cw_services)
     stored = cw_services.store.scalar("SELECT due_on FROM invoices WHERE remote_id = '9623'")
@@ -554,7 +534,7 @@ def test_a_due_date_in_the_year_9999_is_quarantined_before_it_overflows_date_ari
         dueDate="9999-12-31T00:00:00Z",
     )
 
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
 
     row = cw_services.store.one("SELECT issued_on, due_on FROM invoices WHERE remote_id = '9624'")
     if row is not None:  # stored: autopay's date arithmetic on it must not crash
@@ -811,8 +791,8 @@ def test_a_halo_record_count_smaller_than_the_pages_it_sends_does_not_end_the_sw
             return json.dumps(data).encode()
 
         world.fake.rewrite_next("/Invoice", stale_count)
-        first = _poll(services)
-        second = _poll(services)
+        first = poll(services)
+        second = poll(services)
 
         got = {r[0] for r in services.store.all("SELECT remote_id FROM invoices")}
         # Either every invoice arrives, or the poll says the listing was cut short.
@@ -834,17 +814,17 @@ def test_an_autotask_invoice_waiting_for_its_company_then_moved_to_another_unkno
         # Created days before the others: the overlap of the next sweeps does not read it again.
         world._record(waiting.remote_id)["createDateTime"] = "2025-12-01T00:00:00.000Z"
         services = build_services(world.config(tmp_path), clock=frozen_clock)
-        assert _poll(services).error is None
+        assert poll(services).error is None
         assert open_quarantine(services) == {waiting.remote_id: "invoice's company 500 is unknown"}
 
         world.company(500, "Five Hundred Ltd", "ap@500.example")
         world.company(600, "", "ap@600.example")  # a company record without a name: quarantined
         world.move(waiting.remote_id, 600)  # Autotask's sweep cannot see a move (no modified date)
-        assert _poll(services).error is None
+        assert poll(services).error is None
         assert open_quarantine(services) == {waiting.remote_id: "invoice's company 600 is unknown"}
 
         world.rename_company(600, "Six Hundred Ltd")
-        assert _poll(services).error is None
+        assert poll(services).error is None
         row = services.store.one(
             "SELECT c.remote_id, i.total_minor FROM invoices i JOIN clients c ON c.id = i.client_id "
             "WHERE i.remote_id = ?",
@@ -868,7 +848,7 @@ def test_an_autotask_company_naming_itself_as_parent_is_its_own_payer_without_an
         next(c for c in world.fake.companies if c["id"] == 100)["parentCompanyID"] = 100
         services = build_services(world.config(tmp_path), clock=frozen_clock)
 
-        assert _poll(services).error is None
+        assert poll(services).error is None
 
         assert services.store.scalar("SELECT parent_id FROM clients WHERE remote_id = '100'") is None
         exceptions = [tuple(r) for r in services.store.all("SELECT kind, summary FROM exceptions")]
@@ -884,9 +864,9 @@ def test_companies_that_name_each_other_as_parent_make_one_link_and_one_exceptio
     a["parentCompany"] = {"id": 911, "identifier": "Beta", "name": "Beta Branch"}
     b["parentCompany"] = {"id": 910, "identifier": "Alpha", "name": "Alpha Holdings"}
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
     assert report.error is None
-    assert _poll(cw_services).error is None  # and again: no loop, no second exception
+    assert poll(cw_services).error is None  # and again: no loop, no second exception
 
     parents = {
         r[0]: r[1]
@@ -944,7 +924,7 @@ STAMP_FIELD = {"connectwise": None, "autotask": "createDateTime", "halopsa": "la
 
 @pytest.mark.parametrize("stamp", ["9999-12-31T23:00:00-05:00", "0001-01-01T01:00:00+05:00"])
 @pytest.mark.parametrize("kind", ["connectwise", "autotask", "halopsa"])
-def test_a_change_stamp_that_leaves_the_calendar_in_utc_does_not_crash_the_poll(
+def test_a_change_stamp_that_leaves_the_calendar_in_utc_does_not_crash_thepoll(
     tmp_path, frozen_clock, kind, stamp
 ):
     world = make_world(kind, frozen_clock.utc_now)
@@ -957,12 +937,12 @@ def test_a_change_stamp_that_leaves_the_calendar_in_utc_does_not_crash_the_poll(
             rec[STAMP_FIELD[kind]] = stamp
         services = build_services(world.config(tmp_path), clock=frozen_clock)
 
-        report = _poll(services)
+        report = poll(services)
         # An advisory stamp: the invoice imports (or is quarantined naming the stamp); the rest imports.
         assert report.error is None, report.error
         got = {r[0] for r in services.store.all("SELECT remote_id FROM invoices")}
         assert got >= {s.remote_id for s in specs} - {specs[1].remote_id}, got
-        again = _poll(services)
+        again = poll(services)
         assert again.error is None, again.error
     finally:
         world.fake.stop()
@@ -973,7 +953,7 @@ def test_a_change_stamp_that_leaves_the_calendar_in_utc_does_not_crash_the_poll(
 
 @pytest.mark.parametrize("value", [1e30, "1e30"])
 @pytest.mark.parametrize("kind", ["autotask", "halopsa"])
-def test_a_line_amount_past_decimal_precision_is_quarantined_and_does_not_crash_the_poll(
+def test_a_line_amount_past_decimal_precision_is_quarantined_and_does_not_crash_thepoll(
     tmp_path, frozen_clock, kind, value
 ):
     world = make_world(kind, frozen_clock.utc_now)
@@ -987,7 +967,7 @@ def test_a_line_amount_past_decimal_precision_is_quarantined_and_does_not_crash_
             item["extendedPrice"] = value
         services = build_services(world.config(tmp_path), clock=frozen_clock)
 
-        report = _poll(services)
+        report = poll(services)
 
         assert report.error is None, report.error
         assert {r[0] for r in services.store.all("SELECT remote_id FROM invoices")} == {
@@ -1006,7 +986,7 @@ def test_a_connectwise_line_quantity_past_decimals_exponent_is_quarantined_and_d
     lines = [{"description": "Work", "quantity": "1e999999", "unitPrice": 10.0}]
     invoice(cw, 9631, "INV-QTY", world["company"], kind="agreement", total="10.00", lines=lines)
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     assert invoice_numbers(cw_services) == {"INV-1042", "INV-1043", "INV-1044", "INV-2001"}
@@ -1044,7 +1024,7 @@ def test_a_connectwise_id_listing_that_repeats_its_first_page_closes_no_invoice(
         world.fake.stop()
 
 
-def test_an_autotask_company_id_in_unicode_digits_quarantines_its_invoice_and_does_not_stop_the_poll(
+def test_an_autotask_company_id_in_unicode_digits_quarantines_its_invoice_and_does_not_stop_thepoll(
     tmp_path, frozen_clock
 ):
     world = make_world("autotask", frozen_clock.utc_now)
@@ -1053,7 +1033,7 @@ def test_an_autotask_company_id_in_unicode_digits_quarantines_its_invoice_and_do
         world._record(specs[1].remote_id)["companyID"] = "\u00b2"  # "²": str.isdigit() but not int()
         services = build_services(world.config(tmp_path), clock=frozen_clock)
 
-        report = _poll(services)
+        report = poll(services)
 
         assert report.error is None, report.error
         assert {r[0] for r in services.store.all("SELECT remote_id FROM invoices")} == {
@@ -1068,7 +1048,7 @@ def test_an_autotask_company_id_in_unicode_digits_quarantines_its_invoice_and_do
 def test_every_stored_amount_is_an_integer_column_value(psa_world, tmp_path, frozen_clock):
     psa_world.populate(30, companies=3)
     services = build_services(psa_world.config(tmp_path, page_size=7), clock=frozen_clock)
-    assert _poll(services).error is None
+    assert poll(services).error is None
     kinds = {
         r[0]
         for r in services.store.all(

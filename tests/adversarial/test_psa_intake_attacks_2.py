@@ -8,7 +8,6 @@ Each test states the outcome the intake promises (rows, reasons, exceptions, req
 from __future__ import annotations
 
 import json
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -18,26 +17,16 @@ from app.jobs import poll_psa
 from app.jobs.intake import HELD_KIND, apply_page
 from app.services import build_services
 from sync.base import Page, Rejected, RemoteCompany, RemoteInvoice, RemoteLine
+from tests.adversarial.intake_helpers import OLD, edit_json, poll, stamp_all
 from tests.cw_world import contoso, invoice, open_quarantine
+from tests.jobs.test_intake_records import _apply
 from tests.psa_worlds import make_world
 
 INVOICES = "/finance/invoices"
 FIXED = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)
-OLD = "2026-03-01T00:00:00Z"  # before the frozen clock: an incremental poll does not read it again
 RECENT = FIXED - timedelta(minutes=2)  # after the cursor: the next incremental poll reads it
 
 
-def _poll(services, **kw) -> poll_psa.PollReport:
-    try:
-        return poll_psa.run(services, **kw)
-    except Exception as exc:  # no vendor answer may crash the poll
-        pytest.fail(f"the poll crashed: {type(exc).__name__}: {str(exc)[:300]}")
-
-
-def _stamp_all(cw, when: str = OLD) -> None:
-    for table in (cw.companies, cw.contacts, cw.invoices):
-        for rec in table:
-            rec.setdefault("_info", {})["lastUpdated"] = when
 
 
 def _numbers(services, *remote_ids: str) -> dict[str, tuple[str, str]]:
@@ -113,14 +102,14 @@ def test_three_invoices_that_rotate_their_numbers_in_one_page_all_take_their_new
     a = invoice(cw, 9811, "INV-R1", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-R2", world["company"], kind="agreement", total="20.00")
     c = invoice(cw, 9813, "INV-R3", world["company"], kind="agreement", total="30.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.touch(a, when=RECENT, invoiceNumber="INV-R2")
     cw.touch(b, when=RECENT, invoiceNumber="INV-R3")
     cw.touch(c, when=RECENT, invoiceNumber="INV-R1")
 
-    report = _poll(cw_services)
-    again = _poll(cw_services)
+    report = poll(cw_services)
+    again = poll(cw_services)
 
     assert (report.error, again.error) == (None, None)
     assert _numbers(cw_services, "9811", "9812", "9813") == {
@@ -136,13 +125,13 @@ def test_three_invoices_that_rotate_their_numbers_in_one_page_all_take_their_new
 def test_a_rotation_where_a_new_invoice_takes_a_number_another_gives_up_imports_both(cw, cw_services):
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-R1", world["company"], kind="agreement", total="10.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.touch(a, when=RECENT, invoiceNumber="INV-R9")
     new = invoice(cw, 9814, "INV-R1", world["company"], kind="agreement", total="40.00")
     new["_info"]["lastUpdated"] = "2026-03-10T14:58:00Z"
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     assert _numbers(cw_services, "9811", "9814") == {"9811": ("INV-R9", "open"), "9814": ("INV-R1", "open")}
@@ -158,13 +147,13 @@ def test_a_swap_where_one_side_has_a_cashloop_payment_holds_that_side_in_the_exc
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-SW1", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     _paid(cw_services, "9811")
     cw.touch(a, when=RECENT, invoiceNumber="INV-SW2")
     cw.touch(b, when=RECENT, invoiceNumber="INV-SW1")
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     # The paid invoice keeps its number and its change waits for a person; the other cannot take
@@ -185,13 +174,13 @@ def test_a_held_swap_does_not_stop_an_unrelated_swap_in_the_same_page(cw, cw_ser
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
     c = invoice(cw, 9821, "INV-PX1", world["company"], kind="agreement", total="30.00")
     d = invoice(cw, 9822, "INV-PX2", world["company"], kind="agreement", total="40.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     _paid(cw_services, "9822")  # only the second pair has a paid side
     for rec, number in ((a, "INV-SW2"), (b, "INV-SW1"), (c, "INV-PX2"), (d, "INV-PX1")):
         cw.touch(rec, when=RECENT, invoiceNumber=number)
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     # The pair with no payment on either side swaps as it would alone.
@@ -211,13 +200,13 @@ def test_a_three_way_rotation_with_one_paid_invoice_holds_it_and_leaves_no_numbe
         invoice(cw, 9811 + n, f"INV-R{n + 1}", world["company"], kind="agreement", total=f"{10 * (n + 1)}.00")
         for n in range(3)
     ]
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     _paid(cw_services, "9812")
     for n, rec in enumerate(recs):
         cw.touch(rec, when=RECENT, invoiceNumber=f"INV-R{(n + 1) % 3 + 1}")
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     assert _shared_open_numbers(cw_services) == []
@@ -234,14 +223,14 @@ def test_a_swap_whose_other_side_has_a_bad_total_ends_swapped_once_the_total_is_
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-SW1", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.touch(a, when=FIXED - timedelta(minutes=40), invoiceNumber="INV-SW2")
     cw.touch(b, when=FIXED - timedelta(minutes=40), invoiceNumber="INV-SW1", total="abc")
     # Another invoice changed later moves the change cursor past the overlap that would re-read 9811.
     cw.touch(world["other_invoice"], when=FIXED - timedelta(minutes=5), description="later edit")
 
-    first = _poll(cw_services)
+    first = poll(cw_services)
     reasons = open_quarantine(cw_services)
     assert first.error is None
     assert _numbers(cw_services, "9811", "9812") == {"9811": ("INV-SW1", "open"), "9812": ("INV-SW2", "open")}
@@ -251,7 +240,7 @@ def test_a_swap_whose_other_side_has_a_bad_total_ends_swapped_once_the_total_is_
     cw_services.clock.advance(timedelta(hours=1))
     cw.touch(b, when=FIXED + timedelta(minutes=50), total=20.0)
     for _ in range(3):
-        assert _poll(cw_services).error is None
+        assert poll(cw_services).error is None
 
     assert _numbers(cw_services, "9811", "9812") == {
         "9811": ("INV-SW2", "open"),
@@ -277,13 +266,13 @@ def test_two_invoices_that_swap_numbers_across_two_pages_end_swapped_within_a_fe
         a = invoice(cw, 9811, "INV-SW1", base["company"], kind="agreement", total="10.00")
         filler = invoice(cw, 9812, "INV-FILL", base["company"], kind="agreement", total="15.00")
         b = invoice(cw, 9813, "INV-SW2", base["company"], kind="agreement", total="20.00")
-        _stamp_all(cw)
-        assert _poll(services).error is None
+        stamp_all(cw)
+        assert poll(services).error is None
         cw.touch(a, when=RECENT, invoiceNumber="INV-SW2")
         cw.touch(filler, when=RECENT, description="same page as 9811")
         cw.touch(b, when=RECENT, invoiceNumber="INV-SW1")
 
-        reports = [_poll(services) for _ in range(3)]
+        reports = [poll(services) for _ in range(3)]
 
         assert [r.error for r in reports] == [None, None, None]
         got = _numbers(services, "9811", "9813")
@@ -303,14 +292,14 @@ def test_a_rename_to_the_number_of_an_invoice_deleted_in_cashloop_is_applied(cw,
     world = contoso(cw)
     gone = invoice(cw, 9801, "INV-OLD", world["company"], kind="agreement", total="50.00")
     a = invoice(cw, 9802, "INV-NEW", world["company"], kind="agreement", total="60.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.invoices.remove(gone)
-    assert _poll(cw_services, full=True).error is None
+    assert poll(cw_services, full=True).error is None
     assert _numbers(cw_services, "9801") == {"9801": ("INV-OLD", "deleted")}
 
     cw.touch(a, when=RECENT, invoiceNumber="INV-OLD")
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     assert _numbers(cw_services, "9801", "9802") == {
@@ -326,15 +315,15 @@ def test_an_invoice_deleted_in_cashloop_that_comes_back_with_a_number_now_taken_
     world = contoso(cw)
     gone = invoice(cw, 9801, "INV-OLD", world["company"], kind="agreement", total="50.00")
     a = invoice(cw, 9802, "INV-NEW", world["company"], kind="agreement", total="60.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.invoices.remove(gone)
-    assert _poll(cw_services, full=True).error is None
+    assert poll(cw_services, full=True).error is None
     cw.touch(a, when=RECENT, invoiceNumber="INV-OLD")
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     cw.add_invoice(dict(gone, _info={"lastUpdated": "2026-03-10T14:59:00Z"}))  # restored at the PSA
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     assert _numbers(cw_services, "9801", "9802") == {
@@ -349,19 +338,13 @@ def test_an_invoice_deleted_in_cashloop_that_comes_back_with_a_number_now_taken_
 # ---- the same record listed twice ----------------------------------------------------------------------
 
 
-def _edit_json(edit):
-    def apply(body: bytes) -> bytes:
-        return json.dumps(edit(json.loads(body))).encode()
-
-    return apply
-
 
 def test_a_swap_participant_listed_twice_whose_last_listing_keeps_its_number_stops_the_swap(cw, cw_services):
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-SW1", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.touch(a, when=RECENT, invoiceNumber="INV-SW2")
     cw.touch(b, when=RECENT, invoiceNumber="INV-SW1")
 
@@ -370,8 +353,8 @@ def test_a_swap_participant_listed_twice_whose_last_listing_keeps_its_number_sto
         records.append(dict(listed_b, invoiceNumber="INV-SW2"))  # the last listing: B keeps INV-SW2
         return records
 
-    cw.rewrite_next(INVOICES, _edit_json(twice))
-    report = _poll(cw_services)
+    cw.rewrite_next(INVOICES, edit_json(twice))
+    report = poll(cw_services)
 
     assert report.error is None
     assert _numbers(cw_services, "9811", "9812") == {"9811": ("INV-SW1", "open"), "9812": ("INV-SW2", "open")}
@@ -385,8 +368,8 @@ def test_a_swap_participant_listed_twice_whose_last_listing_swaps_completes_the_
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-SW1", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     cw.touch(a, when=RECENT, invoiceNumber="INV-SW2")
     cw.touch(b, when=RECENT, invoiceNumber="INV-SW1")
 
@@ -395,8 +378,8 @@ def test_a_swap_participant_listed_twice_whose_last_listing_swaps_completes_the_
         records.insert(0, dict(listed_b, invoiceNumber="INV-SW2"))  # first B keeps, last B swaps
         return records
 
-    cw.rewrite_next(INVOICES, _edit_json(twice))
-    report = _poll(cw_services)
+    cw.rewrite_next(INVOICES, edit_json(twice))
+    report = poll(cw_services)
 
     assert report.error is None
     assert _numbers(cw_services, "9811", "9812") == {"9811": ("INV-SW2", "open"), "9812": ("INV-SW1", "open")}
@@ -432,8 +415,8 @@ def test_a_bad_listing_whose_id_has_spaces_and_a_good_listing_of_the_same_id_lea
         records.insert(records.index(good), dict(good, id=" 9001", total="abc"))  # bad first, good last
         return records
 
-    cw.rewrite_next(INVOICES, _edit_json(twice))
-    report = _poll(cw_services)
+    cw.rewrite_next(INVOICES, edit_json(twice))
+    report = poll(cw_services)
 
     assert report.error is None
     # The last listing of invoice 9001 is good: it is stored, and nothing about 9001 waits in quarantine.
@@ -449,7 +432,7 @@ def test_a_number_that_differs_only_by_surrounding_whitespace_is_the_same_number
     world = contoso(cw)
     invoice(cw, 9850, variant, world["company"], kind="agreement", total="10.00")
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     assert open_quarantine(cw_services) == {
@@ -462,7 +445,7 @@ def test_a_number_that_differs_only_by_an_invisible_character_is_not_a_second_in
     world = contoso(cw)
     invoice(cw, 9850, "INV-1042\u200b", world["company"], kind="agreement", total="10.00")  # zero-width space
 
-    report = _poll(cw_services)
+    report = poll(cw_services)
 
     assert report.error is None
     shown = [
@@ -476,21 +459,21 @@ def test_a_number_that_differs_only_by_an_invisible_character_is_not_a_second_in
 # ---- invoices read again once their number is free ---------------------------------------------------
 
 
-def test_a_paid_invoice_waiting_for_a_number_is_held_once_and_not_read_again_every_poll(cw, cw_services):
+def test_a_paid_invoice_waiting_for_a_number_is_held_once_and_not_read_again_everypoll(cw, cw_services):
     world = contoso(cw)
     a = invoice(cw, 9811, "INV-A", world["company"], kind="agreement", total="10.00")
     b = invoice(cw, 9812, "INV-B", world["company"], kind="agreement", total="20.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     _paid(cw_services, "9811")
     # The paid invoice takes B's number (an edit the overlap of later polls does not re-read)...
     cw.touch(a, when=datetime(2026, 3, 1, tzinfo=UTC), invoiceNumber="INV-B")
     cw.invoices.remove(b)  # ...and B is deleted at the PSA
     cw.touch(world["other_invoice"], when=RECENT)  # the change cursor moves past the overlap
 
-    first = _poll(cw_services, full=True)  # the sweep, the deletion check, then the read again
+    first = poll(cw_services, full=True)  # the sweep, the deletion check, then the read again
     after_first = _refetches(cw, "9811")
-    later = [_poll(cw_services) for _ in range(3)]
+    later = [poll(cw_services) for _ in range(3)]
 
     assert first.error is None and [r.error for r in later] == [None, None, None]
     assert _numbers(cw_services, "9811", "9812") == {"9811": ("INV-A", "open"), "9812": ("INV-B", "deleted")}
@@ -505,20 +488,20 @@ def test_a_paid_invoice_waiting_for_a_number_is_held_once_and_not_read_again_eve
 TEMPLATE_NUMBER = "Q is already used by invoice 1 at the source"
 
 
-def test_a_number_holding_the_words_of_the_quarantine_reason_is_not_read_again_every_poll(cw, cw_services):
+def test_a_number_holding_the_words_of_the_quarantine_reason_is_not_read_again_everypoll(cw, cw_services):
     world = contoso(cw)
     invoice(cw, 9830, TEMPLATE_NUMBER, world["company"], kind="agreement", total="10.00")
     invoice(cw, 9831, TEMPLATE_NUMBER, world["company"], kind="agreement", total="11.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     assert open_quarantine(cw_services) == {
         "9831": f"invoice number {TEMPLATE_NUMBER} is already used by invoice 9830 at the source"
     }
     cw.touch(world["other_invoice"], when=RECENT)  # the change cursor moves past the overlap
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     cw.requests.clear()
 
-    reports = [_poll(cw_services) for _ in range(3)]
+    reports = [poll(cw_services) for _ in range(3)]
 
     assert [r.error for r in reports] == [None, None, None]
     # 9830 still has the number: 9831 has nothing to be read again for.
@@ -535,11 +518,11 @@ def test_invoices_whose_number_holds_the_reason_words_do_not_starve_an_invoice_w
     for iid in (9831, 9832):
         invoice(cw, iid, TEMPLATE_NUMBER, world["company"], kind="agreement", total="11.00")
     holder = invoice(cw, 9840, "INV-FREE", world["company"], kind="agreement", total="12.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     waiting = invoice(cw, 9841, "INV-FREE", world["company"], kind="agreement", total="13.00")
     waiting["_info"]["lastUpdated"] = OLD  # read by a full sweep only, not by the overlap of each poll
-    assert _poll(cw_services, full=True).error is None
+    assert poll(cw_services, full=True).error is None
     assert (
         open_quarantine(cw_services)["9841"]
         == "invoice number INV-FREE is already used by invoice 9840 at the source"
@@ -547,7 +530,7 @@ def test_invoices_whose_number_holds_the_reason_words_do_not_starve_an_invoice_w
 
     cw.invoices.remove(holder)  # the number is free once the deletion check closes 9840
     cw.touch(world["other_invoice"], when=RECENT)  # the change cursor moves past the overlap
-    reports = [_poll(cw_services, full=True)] + [_poll(cw_services) for _ in range(2)]
+    reports = [poll(cw_services, full=True)] + [poll(cw_services) for _ in range(2)]
 
     assert [r.error for r in reports] == [None, None, None]
     assert _numbers(cw_services, "9840", "9841") == {
@@ -562,19 +545,19 @@ def test_an_invoice_read_again_that_still_clashes_is_kept_with_its_new_reason_an
     world = contoso(cw)
     gone = invoice(cw, 9840, "INV-FREE", world["company"], kind="agreement", total="12.00")
     invoice(cw, 9842, "INV-OTHER", world["company"], kind="agreement", total="14.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     waiting = invoice(cw, 9841, "INV-FREE", world["company"], kind="agreement", total="13.00")
     waiting["_info"]["lastUpdated"] = RECENT.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     # At the PSA: 9840 is deleted, and the waiting invoice is renumbered onto another taken number
     # (an edit before the cursor: only the read again sees it).
     cw.invoices.remove(gone)
     waiting["invoiceNumber"] = "INV-OTHER"
 
-    first = _poll(cw_services, full=True)
+    first = poll(cw_services, full=True)
     before = _refetches(cw, "9841")
-    later = [_poll(cw_services) for _ in range(2)]
+    later = [poll(cw_services) for _ in range(2)]
 
     assert first.error is None and [r.error for r in later] == [None, None]
     assert (
@@ -587,15 +570,15 @@ def test_an_invoice_read_again_that_still_clashes_is_kept_with_its_new_reason_an
 def test_a_waiting_invoice_the_psa_answers_for_is_not_said_to_be_gone(cw, cw_services):
     world = contoso(cw)
     holder = invoice(cw, 9840, "INV-FREE", world["company"], kind="agreement", total="12.00")
-    _stamp_all(cw)
-    assert _poll(cw_services).error is None
+    stamp_all(cw)
+    assert poll(cw_services).error is None
     waiting = invoice(cw, 9841, "INV-FREE", world["company"], kind="agreement", total="13.00")
     waiting["_info"]["lastUpdated"] = RECENT.strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert _poll(cw_services).error is None
+    assert poll(cw_services).error is None
     cw.invoices.remove(holder)
     waiting["total"] = "abc"  # broken at the PSA meanwhile: the read again quarantines it for that
 
-    report = _poll(cw_services, full=True)
+    report = poll(cw_services, full=True)
 
     assert report.error is None
     reason = open_quarantine(cw_services)["9841"]
@@ -610,7 +593,7 @@ def test_a_halo_newest_first_page_shifted_by_edits_made_while_paging_is_not_an_e
     try:
         specs = world.populate(8, companies=1)
         services = build_services(world.config(tmp_path, page_size=2), clock=frozen_clock)
-        assert _poll(services).error is None
+        assert poll(services).error is None
         # Two invoices are edited: the next sweep reads them newest first, two a page.
         frozen_clock.advance(timedelta(minutes=1))
         for spec in specs[:2]:
@@ -623,8 +606,8 @@ def test_a_halo_newest_first_page_shifted_by_edits_made_while_paging_is_not_an_e
             return body
 
         world.fake.rewrite_next("/Invoice", edit_two_more_while_paging)
-        shifted = _poll(services)
-        after = _poll(services)
+        shifted = poll(services)
+        after = poll(services)
 
         assert shifted.error is None, shifted.error
         assert after.error is None
@@ -649,7 +632,7 @@ def test_a_full_halo_page_of_records_without_a_usable_id_is_quarantined_and_the_
             return json.dumps(data).encode()
 
         world.fake.rewrite_next("/Invoice", no_ids)  # the first invoice page: two records, no ids
-        report = _poll(services)
+        report = poll(services)
 
         assert report.error is None, report.error
         stored = {r[0] for r in services.store.all("SELECT remote_id FROM invoices")}
@@ -705,17 +688,6 @@ def _remote(remote_id: str, number: str, total: int = 10_000, **over) -> RemoteI
         raw={"id": remote_id, "invoiceNumber": number, "total": total},
     )._replace(**over)
 
-
-def _apply(services, items, obj="invoice") -> Counter:
-    with services.store.write() as db:
-        return apply_page(
-            db,
-            services.clock,
-            source="connectwise",
-            obj=obj,
-            entity_id=services.entity_id,
-            page=Page(items, None),
-        )
 
 
 def test_a_swap_in_a_page_that_falls_back_to_record_by_record_still_swaps(services):
