@@ -19,6 +19,7 @@ import pytest
 import stripe
 
 from app.core.clock import local_today
+from app.core.payment_refs import payment_reference
 from app.demo.runner import WEBHOOK_SECRET
 from app.jobs import drain_outbox
 from app.services import build_services
@@ -322,7 +323,7 @@ def test_a_card_payment_discloses_the_surcharge_charges_it_in_the_same_intent_an
     entry = [
         (r["account"], r["invoice_number"], r["debit"], r["credit"])
         for r in journal(services)
-        if r["payment_reference"] == token
+        if r["payment_reference"] == payment_reference(pay["id"])  # the reference on the receipt
     ]
     assert entry == [
         ("Stripe clearing", "", "103.00", ""),
