@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlite_utils import Database
 
 from app.core.audit import audit
-from app.core.clock import Clock, local_today, to_db
+from app.core.clock import Clock, to_db
 from app.core.method_names import method_name
 from app.core.money import card_chargeable
 from app.core.store import Store
@@ -586,30 +586,34 @@ def upcoming_charges(
     store: Store,
     clock: Clock,
     tz: ZoneInfo,
-    client_id: int,
+    client_id: int | None,
     *,
+    run_time: str,
     surcharge: SurchargeSettings | None = None,
     approval_default: str = "",
 ) -> list[PlannedCharge]:
-    """What autopay will charge this client and when (local dates, oldest first), retries included.
+    """What autopay will charge and when, retries included, oldest first: one client's charges, or
+    every client's with `client_id=None`.
 
-    Each entry lists its invoices (number, amount), the date, the amount with any surcharge and
-    the method. For the portal's autopay page and the upcoming-charge notice.
+    Each entry lists its invoices (number, amount), the amount with any surcharge, the method, and
+    as `charge_on` the local date of the run that will really make it (`run_on`): a charge whose
+    date has passed, or whose day's run at `run_time` is over, is made at the next run. The portal
+    (home, invoice and autopay pages, the "first charge" message) and the admin dashboard all show
+    this answer, so they cannot disagree.
     """
     db = store.db
-    today = local_today(clock, tz)
+    now = clock.utc_now()
     retries = [
-        replace(c, charge_on=_local_date(c, db, tz))
+        replace(c, charge_on=run_on(_local_date(c, db, tz), now=now, run_time=run_time, tz=tz))
         for c in plan_retries(db, due_by=None, client_id=client_id, surcharge=surcharge).charges
     ]
-    # A charge whose date has passed is made at the next run, today at the earliest.
     new = [
-        replace(c, charge_on=max(c.charge_on, today))
+        replace(c, charge_on=run_on(c.charge_on, now=now, run_time=run_time, tz=tz))
         for c in plan_new(
             db, today=None, client_id=client_id, surcharge=surcharge, approval_default=approval_default
         ).charges
     ]
-    return sorted(retries + new, key=lambda c: (c.charge_on, c.invoice_ids))
+    return sorted(retries + new, key=lambda c: (c.charge_on, c.client_id, c.invoice_ids))
 
 
 def _local_date(charge: PlannedCharge, db: Database, tz: ZoneInfo) -> date:
@@ -623,6 +627,18 @@ def local_run_at(on: date, run_time: str, tz: ZoneInfo) -> datetime:
     """The instant of `run_time` ("HH:MM") local on `on`; a time skipped by DST moves forward with it."""
     hour, minute = (int(p) for p in run_time.split(":"))
     return datetime.combine(on, time(hour, minute), tzinfo=tz)
+
+
+def next_run_on(now: datetime, run_time: str, tz: ZoneInfo) -> date:
+    """The local date of the next autopay run: today until its time has come, else tomorrow."""
+    today = now.astimezone(tz).date()
+    return today if now < local_run_at(today, run_time, tz) else today + timedelta(days=1)
+
+
+def run_on(charge_on: date, *, now: datetime, run_time: str, tz: ZoneInfo) -> date:
+    """The local date of the daily run that makes a charge planned for `charge_on`: that day's run
+    while it is still ahead, else the next one (a run charges everything due on or before its day)."""
+    return max(charge_on, next_run_on(now, run_time, tz))
 
 
 def is_covered(db: Database, invoice_id: int, *, today: date) -> bool:

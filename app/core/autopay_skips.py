@@ -88,12 +88,6 @@ def can_undo(skip: Skip, *, now: datetime, run_time: str, tz: ZoneInfo) -> bool:
     return now < autopay.local_run_at(skip.skipped_on, run_time, tz)
 
 
-def next_run_on(now: datetime, run_time: str, tz: ZoneInfo) -> date:
-    """The local date of the next autopay run: today until its time has come, else tomorrow."""
-    today = now.astimezone(tz).date()
-    return today if now < autopay.local_run_at(today, run_time, tz) else today + timedelta(days=1)
-
-
 def _context(db: Database, invoice_id: int, actor: str) -> dict[str, Any]:
     inv = db.execute(
         "SELECT i.number, i.currency, b.balance_minor FROM invoices i JOIN invoice_balances b "
@@ -138,7 +132,7 @@ def skip_next_charge(
         )
         if planned is None:
             raise SkipError("Autopay has no charge planned for this invoice, so there is nothing to skip.")
-        skipped_on = max(planned.charge_on, next_run_on(now, run_time, tz))
+        skipped_on = autopay.run_on(planned.charge_on, now=now, run_time=run_time, tz=tz)
         resume = skipped_on + timedelta(days=days)
         cur = db.execute(
             "INSERT INTO autopay_skips (invoice_id, skipped_on, resume_on, created_at, created_by) "

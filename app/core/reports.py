@@ -19,12 +19,16 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from sqlite_utils import Database
 
-from app.core.clock import to_db
+from app.core.clock import Clock, local_today, to_db
 from app.core.store import Store
+
+if TYPE_CHECKING:
+    from app.config import SurchargeSettings
 
 BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
 BUCKET_LABELS = {
@@ -278,21 +282,32 @@ class UpcomingCharge:
     method: str
 
 
-def upcoming_autopay(store: Store, today: date, days: int = 14) -> list[UpcomingCharge] | None:
-    """What autopay will charge in the next `days` days (its own plan: first attempts and retries),
-    oldest first; None while autopay is not set up in this build."""
+def upcoming_autopay(
+    store: Store,
+    clock: Clock,
+    tz: ZoneInfo,
+    *,
+    run_time: str,
+    days: int = 14,
+    surcharge: SurchargeSettings | None = None,
+    approval_default: str = "",
+) -> list[UpcomingCharge] | None:
+    """What autopay will charge in the next `days` days (first attempts and retries), oldest first,
+    each on the date of the run that will make it, as the portal shows it
+    (app.core.autopay.upcoming_charges); None while autopay is not set up in this build."""
     if autopay_clients(store.db) is None:
         return None
     try:
         from app.core import autopay
     except ImportError:  # TODO(#8): drop once autopay is merged; the table came before the module
         return None
-    db = store.db
-    planned = autopay.plan_retries(db, due_by=None).charges + autopay.plan_new(db, today=None).charges
-    horizon = today + timedelta(days=days)
+    planned = autopay.upcoming_charges(
+        store, clock, tz, None, run_time=run_time, surcharge=surcharge, approval_default=approval_default
+    )
+    horizon = local_today(clock, tz) + timedelta(days=days)
     out = [
         UpcomingCharge(
-            max(c.charge_on, today),
+            c.charge_on,
             c.client_id,
             c.client_name,
             ", ".join(it.number for it in c.items),

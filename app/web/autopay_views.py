@@ -47,6 +47,7 @@ def upcoming(client_id: int) -> list[autopay.PlannedCharge]:
         svc.clock,
         svc.config.tz,
         client_id,
+        run_time=svc.config.autopay.run_time,
         surcharge=getattr(svc.config, "surcharge", None),
         approval_default=svc.config.portal.approval_threshold,
     )
@@ -54,7 +55,8 @@ def upcoming(client_id: int) -> list[autopay.PlannedCharge]:
 
 def _first_charge(client_id: int) -> str:
     """What the saved rules will charge first, said at once: turning autopay on may make invoices
-    that are already due chargeable at today's run."""
+    that are already due chargeable at the next run. The date is the one every page shows
+    (app.core.autopay.upcoming_charges)."""
     rule = autopay.get_rule(services().store, client_id)
     charges = upcoming(client_id) if rule and rule.is_enabled else []
     if not charges:
@@ -62,14 +64,17 @@ def _first_charge(client_id: int) -> str:
     from app.core.emails import date_long, money
 
     svc = services()
-    first = min(charges, key=lambda c: c.charge_on)
+    first = charges[0]
     numbers = ", ".join(it.number for it in first.items)
     amount = money(first.amount_minor, first.currency)
     run_time = svc.config.autopay.run_time
-    now = svc.clock.utc_now().astimezone(svc.config.tz)
-    if first.charge_on <= now.date():
-        when = f"today at {run_time}" if now.strftime("%H:%M") < run_time else f"tomorrow at {run_time}"
-        hint = ' To leave an invoice out, use "Skip this charge" below before then.'
+    today = local_today(svc.clock, svc.config.tz)
+    days = (first.charge_on - today).days
+    hint = ' To leave an invoice out, use "Skip this charge" below before then.'
+    if days == 0:
+        when = f"today at {run_time}"
+    elif days == 1:
+        when = f"tomorrow at {run_time}"
     else:
         when, hint = f"on {date_long(first.charge_on)}", ""
     return f" The first charge is {amount} {when}, for {numbers}.{hint}"

@@ -202,14 +202,44 @@ def test_upcoming_charges_list_dates_amounts_and_the_method(services):
     make_invoice(services, "INV-7201", total_minor=12_500, due_on=date(2026, 3, 20))
     make_invoice(
         services, "INV-7202", total_minor=1_000, due_on=date(2026, 3, 1)
-    )  # past: charged at the next run
+    )  # past: charged at the next run, tomorrow's (it is 10:00 in Chicago, today's 06:00 run is over)
 
-    upcoming = autopay.upcoming_charges(services.store, services.clock, services.config.tz, client_id)
+    upcoming = autopay.upcoming_charges(
+        services.store, services.clock, services.config.tz, client_id, run_time="06:00"
+    )
 
     assert [(c.charge_on, [i.number for i in c.items], c.amount_minor, c.method.label) for c in upcoming] == [
-        (date(2026, 3, 10), ["INV-7202"], 1_000, "Visa •••• 4242"),
+        (date(2026, 3, 11), ["INV-7202"], 1_000, "Visa •••• 4242"),
         (date(2026, 3, 21), ["INV-7201"], 12_500, "Visa •••• 4242"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("local_time", "due_on", "charged_on"),
+    [
+        ("05:59", date(2026, 3, 1), date(2026, 3, 10)),  # overdue, before today's run: today
+        ("06:00", date(2026, 3, 1), date(2026, 3, 11)),  # the run is under way: the next one
+        ("10:27", date(2026, 3, 1), date(2026, 3, 11)),  # after today's run: tomorrow
+        ("10:27", date(2026, 3, 10), date(2026, 3, 11)),  # due today, after the run: tomorrow
+        ("10:27", date(2026, 3, 12), date(2026, 3, 12)),  # due later: that day's run
+    ],
+)
+def test_the_upcoming_charge_date_is_the_run_that_will_make_it(services, local_time, due_on, charged_on):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    hour, minute = (int(p) for p in local_time.split(":"))
+    services.clock.set(datetime(2026, 3, 10, hour, minute, tzinfo=ZoneInfo("America/Chicago")))
+    client_id = make_client(services)
+    autopay.set_rule(
+        services.store, services.clock, client_id, enabled=True,
+        payment_method_id=_method(services, client_id), actor="t",
+    )
+    make_invoice(services, "INV-7203", total_minor=435_000, due_on=due_on)
+    [charge] = autopay.upcoming_charges(
+        services.store, services.clock, services.config.tz, client_id, run_time="06:00"
+    )
+    assert (charge.charge_on, charge.amount_minor) == (charged_on, 435_000)
 
 
 def test_reminders_are_held_while_autopay_covers_an_invoice_and_not_after(services):

@@ -108,7 +108,9 @@ def test_autopay_adds_the_surcharge_discloses_it_and_books_it_on_its_own_line(
         enable(s, client_id, saved_card(s, stripe_double, client_id))
     a = make_invoice(s, "INV-6001", client_remote_id="il", total_minor=10_000, due_on=date(2026, 3, 12))
     b = make_invoice(s, "INV-6002", client_remote_id="ct", total_minor=10_000, due_on=date(2026, 3, 12))
-    upcoming = autopay.upcoming_charges(s.store, s.clock, s.config.tz, il, surcharge=s.config.surcharge)
+    upcoming = autopay.upcoming_charges(
+        s.store, s.clock, s.config.tz, il, run_time=s.config.autopay.run_time, surcharge=s.config.surcharge
+    )
     assert [(c.charge_on, c.amount_minor, c.surcharge_minor) for c in upcoming] == [
         (date(2026, 3, 12), 10_300, 300)
     ]

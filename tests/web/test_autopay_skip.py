@@ -82,7 +82,9 @@ def test_a_skipped_charge_is_not_made_that_run_and_is_made_on_the_resume_date(wo
     assert json.loads(audit["detail_json"]) == {"skipped_on": "2026-03-12", "resume_on": "2026-03-19"}
     upcoming = web.get("/autopay").text
     assert 'id="skipped-INV-7001"' in upcoming and 'id="undo-skip-INV-7001"' in upcoming
-    planned = autopay.upcoming_charges(s.store, clock, s.config.tz, client_id)
+    planned = autopay.upcoming_charges(
+        s.store, clock, s.config.tz, client_id, run_time=s.config.autopay.run_time
+    )
     assert [(c.charge_on.isoformat(), [i.number for i in c.items]) for c in planned] == [
         ("2026-03-12", ["INV-7002"]),
         ("2026-03-19", ["INV-7001"]),

@@ -50,7 +50,14 @@ def dashboard() -> Any:
     failed_count, failed = reports.failed_payments(
         store, svc.clock.utc_now() - timedelta(days=30), entity_id=entity_id
     )
-    upcoming = reports.upcoming_autopay(store, day)
+    upcoming = reports.upcoming_autopay(
+        store,
+        svc.clock,
+        tz,
+        run_time=svc.config.autopay.run_time,
+        surcharge=svc.config.surcharge,
+        approval_default=svc.config.portal.approval_threshold,
+    )
     if upcoming is not None and entity_id is not None:
         ours = {r[0] for r in store.all("SELECT id FROM clients WHERE entity_id = ?", (entity_id,))}
         upcoming = [u for u in upcoming if u.client_id in ours]

@@ -119,5 +119,5 @@ def test_the_dashboard_says_autopay_is_not_set_up_without_its_table(svc, as_owne
         db.execute("DROP TABLE IF EXISTS autopay_attempts")
         db.execute("DROP TABLE autopay_rules")
     assert reports.adoption(svc.store, TODAY) == reports.Adoption(is_set_up=False)
-    assert reports.upcoming_autopay(svc.store, TODAY) is None
+    assert reports.upcoming_autopay(svc.store, svc.clock, svc.config.tz, run_time="06:00") is None
     assert "Autopay not set up." in as_owner.get("/admin/").get_data(as_text=True)
