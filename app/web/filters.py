@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
 
 from babel.dates import format_date, format_time
 from flask import Flask
+from markupsafe import Markup, escape
 
 from app.config import Config
 from app.core.clock import from_db
@@ -31,6 +33,17 @@ def kind_label(kind: str) -> str:
     return KIND_LABELS.get(kind, kind.replace("_", " ").capitalize())
 
 
+
+
+_SOFT_BREAK = re.compile(r"(?<=[:/])(?=\w)|(?<=\w)(?=[@.])")
+
+
+def soft_breaks(value: object) -> Markup:
+    """Text with a line-break opportunity (<wbr>) after ":" and "/" and before "@" and ".":
+    an address, an actor ("login:ana@acme.example"), an action name or a URL wraps at its natural
+    joints instead of breaking mid-word or pushing a phone's page sideways."""
+    text = "" if value is None else str(value)
+    return Markup("<wbr>").join(escape(part) for part in _SOFT_BREAK.split(text))
 
 
 def method_label(p: Mapping[str, Any]) -> str:
@@ -128,5 +141,6 @@ def register_filters(app: Flask, config: Config) -> None:
         amount_input=amount_input,
         currency_prefix=currency_prefix,
         currency_places=exponent,
+        soft_breaks=soft_breaks,
     )
     app.jinja_env.globals.update(branding=config.branding, kind_labels=KIND_LABELS)

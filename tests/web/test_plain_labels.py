@@ -140,13 +140,17 @@ def test_the_admin_shows_payment_statuses_and_effects_in_words(svc, acme, clock)
     assert options["submitted"] == "Submitted"
 
     page = admin.get(f"/admin/payments/{pay.id}").get_data(as_text=True)
-    assert '<table class="simple" id="payment-allocations">' in page
-    assert '<table class="simple" id="payment-effects">' in page
+    assert '<table class="responsive" id="payment-allocations">' in page
+    assert '<table class="responsive" id="payment-effects">' in page
     effects = page.split('id="payment-effects"')[1].split("</table>")[0]
     assert re.search(
-        r'class="effect-journal_payment"><td>Booked in accounting</td><td>Delivered</td>', effects
+        r'class="effect-journal_payment"><td data-label="What">Booked in accounting</td>'
+        r'<td data-label="Status">Delivered</td>', effects
     )
-    assert re.search(r'class="effect-psa_payment"><td>Written back to the PSA</td><td>Failed</td>', effects)
+    assert re.search(
+        r'class="effect-psa_payment"><td data-label="What">Written back to the PSA</td>'
+        r'<td data-label="Status">Failed</td>', effects
+    )
     assert ">done<" not in effects and ">psa_payment<" not in effects
 
 
@@ -177,9 +181,13 @@ def test_a_payment_page_says_whether_its_allocations_were_applied(svc, acme, clo
 
     table = page.split('id="payment-allocations"')[1].split("</table>")[0]
     assert f'<th scope="col" class="num">{head}</th>' in table
-    assert re.search(r"<td>INV-9502</td><td class=\"num\">\$116\.25</td>", table)
+    assert re.search(
+        rf'<td data-label="Invoice" class="nowrap">INV-9502</td>\s*'
+        rf'<td data-label="{head}" class="num">\$116\.25</td>',
+        table,
+    )
     balance = "$0.00" if status == "succeeded" else "$116.25"
-    assert f'<td class="num">{balance}</td>' in table
+    assert f'<td data-label="Invoice balance now" class="num">{balance}</td>' in table
     if note is None:
         assert 'id="payment-allocations-note"' not in page
     else:

@@ -36,7 +36,7 @@ def test_the_client_list_shows_balance_overdue_autopay_and_last_payment(svc, as_
 
 def test_a_client_page_shows_contacts_invoices_payments_and_reminders(svc, as_owner):
     w = seed_finance_world(svc)
-    page = as_owner.get(f"/admin/clients/{w.acme.id}").get_data(as_text=True)
+    page = as_owner.get(f"/admin/clients/{w.acme.id}").get_data(as_text=True).replace("<wbr>", "")
     assert "dana@acme.example" in page and "billing" in page
     assert "A1" in page and "AX" in page and "not yet sent" in page
     assert "$200.00" in page and "$50.00" in page

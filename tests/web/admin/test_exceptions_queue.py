@@ -192,7 +192,8 @@ def test_the_email_log_filters_by_status_and_address(svc, as_owner):
                 "'Receipt for your payment', ?)",
                 (now, to, status),
             )
-    failed = as_owner.get("/admin/emails?status=failed").get_data(as_text=True)
+    # Addresses wrap at their joints (<wbr>), which copying or reading them ignores.
+    failed = as_owner.get("/admin/emails?status=failed").get_data(as_text=True).replace("<wbr>", "")
     assert "ap@globex.example" in failed and "ap@acme.example" not in failed
     assert "1 email<" in as_owner.get("/admin/emails?q=acme").get_data(as_text=True)
 
