@@ -86,6 +86,17 @@ def world(tmp_path_factory):
     server.stop()
 
 
+def _admin_sign_in(page, server, clock, admin) -> None:
+    clock.advance(timedelta(seconds=30))  # a fresh TOTP step: each code signs in once
+    page.goto(f"{server.url}/admin/login")
+    page.fill("#email", admin.email)
+    page.fill("#password", ADMIN_PASSWORD)
+    page.click("#admin-login-button")
+    page.fill("#code", admin.code(clock))
+    page.click("#admin-code-button")
+    page.wait_for_selector("#admin-identity")
+
+
 def _look(page, url: str, name: str) -> dict[str, object]:
     page.goto(url)
     page.wait_for_load_state("networkidle")
@@ -99,15 +110,8 @@ def test_admin_tables_keep_words_amounts_and_dates_whole(world, browser, width):
     _svc, server, clock, ids, admin = world
     context = browser.new_context(viewport=WIDTHS[width])
     page = context.new_page()
-    clock.advance(timedelta(seconds=30))  # a fresh TOTP step: each code signs in once
     try:
-        page.goto(f"{server.url}/admin/login")
-        page.fill("#email", admin.email)
-        page.fill("#password", ADMIN_PASSWORD)
-        page.click("#admin-login-button")
-        page.fill("#code", admin.code(clock))
-        page.click("#admin-code-button")
-        page.wait_for_selector("#admin-identity")
+        _admin_sign_in(page, server, clock, admin)
         problems = {
             name: _look(page, f"{server.url}{path}", f"admin-{name}-{width}")
             for name, path in (
@@ -154,3 +158,24 @@ def test_portal_tables_keep_words_amounts_and_dates_whole(world, browser, width)
     finally:
         context.close()
     assert {k: v for k, v in problems.items() if v} == {}
+
+
+def test_admin_pages_sit_centred_with_the_portals_measure_on_a_laptop(world, browser):
+    _svc, server, clock, _ids, admin = world
+    context = browser.new_context(viewport=WIDTHS["laptop"])
+    page = context.new_page()
+    boxes = {}
+    try:
+        _admin_sign_in(page, server, clock, admin)
+        for name in ("clients", "audit", ""):
+            page.goto(f"{server.url}/admin/{name}")
+            boxes[name or "dashboard"] = page.evaluate(
+                "() => { const m = document.querySelector('main').getBoundingClientRect();"
+                " const h = document.querySelector('.admin-header .wrap').getBoundingClientRect();"
+                " return [Math.round(m.left), Math.round(innerWidth - m.right), Math.round(m.width),"
+                " Math.round(h.left)]; }"
+            )
+    finally:
+        context.close()
+    # 72rem (1152 px) wide, 64 px either side of 1280, the header lined up with the content.
+    assert boxes == {name: [64, 64, 1152, 64] for name in ("clients", "audit", "dashboard")}
