@@ -6,17 +6,20 @@ import json
 from typing import Any
 
 from app.core.clock import from_db
-from app.core.emails import money
+from app.core.emails import date_long, money
 from app.web import services
 from app.web.admin import bp
 
 
 @bp.app_template_filter("admin_time")
 def local_time(instant: str | None) -> str:
-    """A stored UTC instant as the MSP's local date and time, e.g. "2026-03-10 10:00"."""
+    """A stored UTC instant as the MSP's local date and time, e.g. "March 10, 2026 10:00": the date
+    as every other admin and portal page writes it (date_long), the time on the 24-hour clock of
+    autopay.run_time and reminders.send_time. The zone is said once, under each page."""
     if not instant:
         return ""
-    return from_db(instant).astimezone(services().config.tz).strftime("%Y-%m-%d %H:%M")
+    local = from_db(instant).astimezone(services().config.tz)
+    return f"{date_long(local.date())} {local:%H:%M}"
 
 
 @bp.app_template_global("admin_zone")

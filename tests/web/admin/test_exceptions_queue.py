@@ -4,6 +4,7 @@ the outbox view and the sync page."""
 from __future__ import annotations
 
 import json
+import re
 
 from app.core.audit import raise_exception
 from app.core.clock import to_db
@@ -11,6 +12,13 @@ from app.core.outbox import enqueue
 from app.jobs import drain_outbox
 from app.jobs.intake import quarantine
 from tests.web.admin.helpers import post
+
+
+def _cell(page: str, element_id: str) -> str:
+    """The text of a table cell, tags dropped and spaces collapsed."""
+    found = re.search(rf'id="{re.escape(element_id)}"[^>]*>(.*?)</td>', page, re.S)
+    assert found, element_id
+    return " ".join(re.sub(r"<[^>]+>", "", found.group(1)).split())
 
 
 def _quarantine(svc, remote_id: str = "cw-fake-0042", reason: str = "total is not a number: 'abc'") -> int:
@@ -180,7 +188,27 @@ def test_the_sync_page_shows_each_connector_object_with_its_cursor_counts_and_er
             (now,),
         )
     page = as_owner.get("/admin/sync").get_data(as_text=True)
-    assert "created 60" in page and "contacts.json: not valid JSON" in page and "2026-03-10 10:00" in page
+    assert "created 60" in page and "contacts.json: not valid JSON" in page
+    # Times read like every other date of the console: "March 10, 2026", then the local time.
+    assert "Last run March 10, 2026 10:00 · all objects last fine never" in page
+    assert _cell(page, "counts-files-invoices") == "created 60"
+    assert _cell(page, "counts-files-contacts") == "—"  # that read failed: no counts to show
+
+
+def test_a_poll_that_found_nothing_new_says_so_in_the_counts(svc, as_owner):
+    from app.jobs import poll_psa
+
+    (svc.config.data_path.parent / "psa" / "companies.json").write_text(
+        '[{"id": 1, "name": "Acme Dental LLC", "_info": {"lastUpdated": "2026-03-01T00:00:00Z"}}]'
+    )
+    poll_psa.run(svc)
+    first = as_owner.get("/admin/sync").get_data(as_text=True)
+    assert _cell(first, "counts-files-companies") == "created 1"
+    poll_psa.run(svc)  # the same file again: an empty counts object is stored
+    assert json.loads(svc.store.scalar(
+        "SELECT counts_json FROM sync_state WHERE object = 'companies'")) == {}
+    again = as_owner.get("/admin/sync").get_data(as_text=True)
+    assert _cell(again, "counts-files-companies") == "nothing new"
 
 
 def test_the_email_log_filters_by_status_and_address(svc, as_owner):
