@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from app.core.clock import from_db
 from app.core.emails import date_long, money
 from app.web import services
@@ -40,13 +37,3 @@ def amounts(by_currency: dict[str, int]) -> str:
 def percent(permille: int | None) -> str:
     """Tenths of a percent (625) as "62.5%"; None as "—"."""
     return "—" if permille is None else f"{permille // 10}.{permille % 10}%"
-
-
-@bp.app_template_filter("admin_json")
-def pretty_json(value: Any) -> str:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return value
-    return json.dumps(value, ensure_ascii=False, sort_keys=True)

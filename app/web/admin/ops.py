@@ -104,9 +104,19 @@ def audit_filters() -> tuple[queries.AuditFilters, tuple[str | None, str | None]
 @bp.get("/audit")
 def audit_log() -> Any:
     f, bounds, error = audit_filters()
+    from app.web.admin.audit_detail import detail_items, target_currency
+
+    svc = services()
     rows, count, page, pages = queries.list_audit(
-        services().store, f, bounds if not error else (None, None), page=request.args.get("page", 1, type=int)
+        svc.store, f, bounds if not error else (None, None), page=request.args.get("page", 1, type=int)
     )
+    currencies: dict[str | None, str] = {}
+    details = []
+    for r in rows:
+        if r["target"] not in currencies:
+            found = target_currency(svc.store, r["target"])
+            currencies[r["target"]] = found or svc.config.entity.currency
+        details.append(detail_items(r["detail_json"], currencies[r["target"]]))
     return render_template(
-        "admin/audit.html", rows=rows, count=count, page=page, pages=pages, f=f, error=error
+        "admin/audit.html", rows=rows, details=details, count=count, page=page, pages=pages, f=f, error=error
     ), 400 if error else 200
