@@ -2,7 +2,9 @@
 
 A wrong password is only rate-limited (by the web layer), so nobody can lock an admin out
 without knowing the password; wrong second-factor codes are counted here, in the database, and
-`threshold` of them in a row lock the account for `lockout`. Recovery codes are random and
+`threshold` of them in a row lock the account for `lockout`. A right TOTP code used a second
+time is refused as a replay but not counted: the lockout bounds guessing, and a replay is no
+guess (it can never succeed, however often it is tried). Recovery codes are random and
 stored as SHA-256 hashes; each works once. Functions taking `db` expect the caller's
 `store.write()` when they write.
 """
@@ -42,6 +44,7 @@ class CodeCheck:
     locked_until: datetime | None = None
     used_recovery_code: bool = False
     recovery_codes_left: int = 0
+    is_replay: bool = False  # a right code of a step already used: refused, not counted
 
 
 def find_admin(db: Database, email: str) -> sqlite3.Row | None:
@@ -101,16 +104,20 @@ def locked_until(admin: sqlite3.Row, clock: Clock) -> datetime | None:
     return until if until > clock.utc_now() else None
 
 
-def _totp_step(secret: str, code: str, now: datetime, last_step: int | None) -> int | None:
-    """The 30-second step whose code `code` is (one step of clock drift either way), if unused."""
+def _totp_step(secret: str, code: str, now: datetime, last_step: int | None) -> tuple[int | None, bool]:
+    """(the unused 30-second step whose code `code` is, within one step of clock drift either way,
+    or None; whether `code` is instead the code of a step already used, or older than one used)."""
     totp = pyotp.TOTP(secret)
     current = int(now.timestamp()) // totp.interval
+    replayed = False
     for step in (current - 1, current, current + 1):
+        if not hmac.compare_digest(totp.at(step * totp.interval), code):
+            continue
         if last_step is not None and step <= last_step:
-            continue  # a code already used (or older than one used) is a replay
-        if hmac.compare_digest(totp.at(step * totp.interval), code):
-            return step
-    return None
+            replayed = True  # right, but spent: a replay
+            continue
+        return step, False
+    return None, replayed
 
 
 def check_code(
@@ -132,7 +139,12 @@ def check_code(
     used_recovery = False
     accepted = False
     if typed.isdigit() and len(typed) == 6:
-        step = _totp_step(admin["totp_secret"], typed, now, admin["totp_last_step"])
+        step, replayed = _totp_step(admin["totp_secret"], typed, now, admin["totp_last_step"])
+        if replayed:
+            # Audited (a code seen by someone else shows here), not counted toward the lockout.
+            audit(db, clock, actor=f"admin:{admin['email']}", action="admin.code_reused",
+                  target=admin["email"])
+            return CodeCheck(False, is_replay=True)
         if step is not None:
             db.execute("UPDATE admin_users SET totp_last_step = ? WHERE id = ?", (step, admin_id))
             accepted = True

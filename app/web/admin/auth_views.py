@@ -111,6 +111,12 @@ def second_factor() -> Any:
                 "admin/login.html", next=_next(), email=sess.email, error=_locked_message(result.locked_until)
             )
             return clear_cookie(current_app.make_response((response, 429)))
+        if result.is_replay:
+            error = (
+                "That code was already used to sign in, so it cannot be used again. Wait for the next "
+                "code in your authenticator app (a new one comes every 30 seconds) and type that one."
+            )
+            return render_template("admin/code.html", next=_next(), error=error), 401
         if not result.ok:
             failed = db.execute(
                 "SELECT failed_codes FROM admin_users WHERE id = ?", (sess.admin_id,)

@@ -123,6 +123,28 @@ def test_a_totp_code_works_once(app, owner, clock):
     assert post(replay, "/admin/code", {"code": owner.code(clock)}).status_code == 302
 
 
+def test_a_replayed_code_is_refused_as_already_used_and_not_counted_toward_the_lockout(
+    app, svc, owner, clock
+):
+    sign_in(app.test_client(), owner, clock)
+    client = app.test_client()
+    password_step(client, owner)
+    for _ in range(6):  # more than the five wrong codes that lock an admin
+        replayed = post(client, "/admin/code", {"code": owner.code(clock)})
+        page = replayed.get_data(as_text=True)
+        assert replayed.status_code == 401
+        assert "That code was already used to sign in" in page and "Wait for the next code" in page
+        assert "not right" not in page and "wrong code" not in page
+    assert svc.store.scalar("SELECT failed_codes FROM admin_users WHERE id = ?", (owner.id,)) == 0
+    assert svc.store.scalar("SELECT locked_until FROM admin_users WHERE id = ?", (owner.id,)) is None
+    assert svc.store.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'admin.code_reused'") == 6
+    # A wrong code still counts from zero, and the next step's code signs in.
+    wrong = post(client, "/admin/code", {"code": "000000"})
+    assert "That code is not right. 4 more wrong codes" in wrong.get_data(as_text=True)
+    clock.advance(timedelta(seconds=30))
+    assert post(client, "/admin/code", {"code": owner.code(clock)}).status_code == 302
+
+
 def test_a_recovery_code_signs_in_once_and_says_how_many_are_left(app, svc, owner):
     client = app.test_client()
     password_step(client, owner)
