@@ -16,6 +16,7 @@ from app.core import statements_mail
 from app.core.keys import derive_key, public_token
 from app.web import companies_views, queries, scope, services, statements, today
 from app.web.pdf import html_document, logo_data_url, pdf_response, render_pdf
+from app.web.selection import back_with_message
 from app.web.session import portal_user
 
 SELECTION_TITLE_NUMBERS = 5  # beyond this many, a title listing numbers is too long to read
@@ -77,15 +78,12 @@ def invoices_pdf() -> Any:
         dict.fromkeys(v for k, v in request.args.items(multi=True) if k in ("invoice", "pdf") and v)
     )
     if not tokens:
-        flash("Tick at least one invoice to download.", "error")
-        return redirect(url_for("portal.invoices"))
+        return back_with_message("Tick at least one invoice to download.")
     if len(tokens) > MAX_SELECTION:
-        flash(
+        return back_with_message(
             f"You ticked {len(tokens)} invoices; one download holds at most {MAX_SELECTION}. "
-            "Download them in parts, or narrow the list with the filters.",
-            "error",
+            "Download them in parts, or narrow the list with the filters."
         )
-        return redirect(url_for("portal.invoices"))
     rows = queries.find_invoices(services().store, portal_user().client_id, tokens, today(), thresholds())
     if rows is None:
         abort(404)

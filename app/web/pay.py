@@ -143,9 +143,12 @@ def pay_form() -> Any:
     }
     context["shown_total"], context["shown_fee"] = _shown_totals(svc, context)
     if not chosen:
-        nothing_due = request.values.get("all") == "due"
-        context["form_error"] = "Nothing is due right now." if nothing_due else "Choose at least one invoice."
-        return render_template("pay.html", **context), 200 if nothing_due else 400
+        if request.values.get("all") != "due":
+            from app.web.selection import back_with_message
+
+            return back_with_message("Tick at least one invoice to pay.")
+        context["form_error"] = "Nothing is due right now."
+        return render_template("pay.html", **context), 200
     if len({r.currency for r in payable}) > 1:
         context["form_error"] = "These invoices are in different currencies. Pay one currency at a time."
         return render_template("pay.html", **context), 400

@@ -137,9 +137,38 @@ def test_paid_invoices_chosen_for_payment_are_listed_as_skipped(signed_in, svc, 
 
 def test_choosing_nothing_says_so(signed_in):
     response = signed_in.get("/pay")
-    assert response.status_code == 400
-    assert "Choose at least one invoice" in response.get_data(as_text=True)
+    assert response.status_code == 302 and response.headers["Location"] == "/invoices"
+    assert "Tick at least one invoice to pay." in signed_in.get("/invoices").get_data(as_text=True)
     assert "Nothing is due" in signed_in.get("/pay?all=due").get_data(as_text=True)
+
+
+def test_pay_selected_with_nothing_ticked_is_explained_on_the_list_with_its_filters(signed_in, svc, acme):
+    from urllib.parse import parse_qsl, urlencode, urlsplit
+
+    f.make_invoice(svc, acme, "INV-4101", kind="project", project="Firewall replacement")
+    f.make_invoice(svc, acme, "INV-4102", kind="agreement")
+    listed = signed_in.get("/invoices?kind=project&status=all&q=firewall&sort=total&dir=desc").get_data(
+        as_text=True
+    )
+    form = listed.split('id="invoice-selection"')[1].split("</form>")[0]
+    carried = re.findall(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">', form)
+    assert dict(carried) == {
+        "kind": "project", "status": "all", "q": "firewall", "sort": "total", "dir": "desc"
+    }
+
+    # "Pay selected" with no box ticked: the browser sends only the filters.
+    response = signed_in.get(f"/pay?{urlencode(carried)}")
+
+    assert response.status_code == 302
+    back = urlsplit(response.headers["Location"])
+    assert back.path == "/invoices" and dict(parse_qsl(back.query)) == dict(carried)
+    page = signed_in.get(response.headers["Location"]).get_data(as_text=True)
+    assert '<p class="notice notice-error" role="status">Tick at least one invoice to pay.</p>' in page
+    assert 'id="search" value="firewall"' in page and "INV-4101" in page and "INV-4102" not in page
+
+    home = signed_in.get("/pay?from=home")
+    assert home.status_code == 302 and home.headers["Location"] == "/"
+    assert "Tick at least one invoice to pay." in signed_in.get("/").get_data(as_text=True)
 
 
 def test_without_partial_payments_the_full_balance_is_charged(tmp_path, clock):

@@ -66,6 +66,9 @@ def test_too_many_or_none_ticked_is_explained_on_the_list(signed_in, svc, acme):
     )
     assert signed_in.get("/invoices/pdf").status_code == 302
     assert "Tick at least one invoice to download." in _flashes(signed_in)
+    # The list's filters ride along with the selection, and the way back keeps them.
+    kept = signed_in.get("/invoices/pdf?status=all&q=INV-82&sort=number&dir=desc")
+    assert kept.headers["Location"] == "/invoices?status=all&q=INV-82&sort=number&dir=desc"
     exactly = signed_in.get(f"/invoices/pdf?{urlencode([('invoice', t) for t in tokens[:MAX_SELECTION]])}")
     assert exactly.status_code == 200 and exactly.data.startswith(b"%PDF-")
 
