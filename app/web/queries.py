@@ -46,31 +46,51 @@ class CreditTotal:
 
 @dataclass(frozen=True)
 class DueTotal:
-    """What the client owes in one currency. `due_minor` is the balances less payments still in
-    flight (a bank payment clearing), as "Pay all due" counts; those are `processing_minor`, shown
-    apart so nobody pays twice. `overdue_minor` is the part of `due_minor` past its due date."""
+    """What the client owes in one currency, as home shows it.
+
+    `open_minor` is every open invoice's balance less payments still in flight (a bank payment
+    clearing: `processing_minor`, shown apart so nobody pays twice), whatever its due date; it
+    splits into `overdue_minor` (due before today), `due_today_minor` and `not_yet_due_minor`.
+    `payable_minor` is what "Pay all open invoices" pays: the same less invoices waiting for an
+    approver (`awaiting_approval_minor`). Credits are not netted (see `credit_totals`)."""
 
     currency: str
-    due_minor: int
+    open_minor: int
     overdue_minor: int
+    due_today_minor: int
     processing_minor: int
+    payable_minor: int
+
+    @property
+    def not_yet_due_minor(self) -> int:
+        return self.open_minor - self.overdue_minor - self.due_today_minor
+
+    @property
+    def awaiting_approval_minor(self) -> int:
+        return self.open_minor - self.payable_minor
 
 
 def due_totals(
     store: Store, client_id: int, today: date, th: dict[str, int] | None = None
 ) -> list[DueTotal]:
     """What the client owes in each currency (credits not netted), apart from what is being paid."""
+    left = "MAX(0, balance_minor - reserved_minor)"
     rows = store.all(
         f"{client_invoices_cte(th or {})} SELECT currency, "
-        f"SUM(MAX(0, balance_minor - reserved_minor)) AS due_minor, "
-        f"SUM(CASE WHEN due_on < :today THEN MAX(0, balance_minor - reserved_minor) ELSE 0 END) "
-        f"AS overdue_minor, "
-        f"SUM(MIN(balance_minor, reserved_minor)) AS processing_minor "
+        f"SUM({left}) AS open_minor, "
+        f"SUM(CASE WHEN due_on < :today THEN {left} ELSE 0 END) AS overdue_minor, "
+        f"SUM(CASE WHEN due_on = :today THEN {left} ELSE 0 END) AS due_today_minor, "
+        f"SUM(MIN(balance_minor, reserved_minor)) AS processing_minor, "
+        f"SUM(CASE WHEN awaits_approval THEN 0 ELSE {left} END) AS payable_minor "
         f"FROM inv WHERE {_OWED} GROUP BY currency ORDER BY currency",
         {"client": client_id, "today": today.isoformat()},
     )
     return [
-        DueTotal(r["currency"], r["due_minor"], r["overdue_minor"], r["processing_minor"]) for r in rows
+        DueTotal(
+            r["currency"], r["open_minor"], r["overdue_minor"], r["due_today_minor"], r["processing_minor"],
+            r["payable_minor"],
+        )
+        for r in rows
     ]
 
 

@@ -119,14 +119,16 @@ def test_a_credit_memo_shows_as_credit_available_with_no_due_date(signed_in, svc
     )
     f.make_invoice(svc, acme, "INV-1", total_minor=10_000)
     home = signed_in.get("/").get_data(as_text=True)
-    assert re.search(r'id="credit-available-USD">−\$307\.60<', home)
-    assert re.search(r'id="total-due-USD">\$100\.00<', home)  # the credit is not netted silently
+    assert re.search(r'id="credit-available-USD">\$307\.60<', home)
+    assert re.search(r'id="open-total-USD">\$100\.00<', home)  # the credit is not netted silently
     page = signed_in.get(f"/invoices/{memo.token}").get_data(as_text=True)
     assert "<title>Credit memo CM-1" in page and 'id="invoice-due"' not in page
     assert "−$307.60" in page and "Its billing team applies it to an invoice of" in page
     # No promise of when: the MSP applies credits in its PSA, on its own schedule.
     assert "next invoice" not in page and "next invoice" not in home
-    assert "until then nothing is taken off" in home.split('id="credit-hint-USD">')[1].split("</p>")[0]
+    assert "It is not taken off the open invoices above" in home.split('id="credit-hint-USD">')[1].split(
+        "</p>"
+    )[0]
     assert 'id="pay-invoice-button"' not in page and "/lines/1/dispute" not in page
 
 

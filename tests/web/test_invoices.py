@@ -24,9 +24,9 @@ def test_home_shows_due_and_overdue_per_currency_urgent_invoices_and_the_last_pa
     f.make_invoice(svc, acme, "INV-2001", total_minor=1_000_000, currency="JPY", due_on="2026-04-10")
     f.make_payment(svc, acme, [(late, 25_000)])
     html = _page(signed_in, "/")
-    assert re.search(r'id="total-due-USD">\$1,050.00<', html)
+    assert re.search(r'id="open-total-USD">\$1,050.00<', html)
     assert re.search(r'id="overdue-USD">\$1,000.00<', html)
-    assert re.search(r'id="total-due-JPY">¥1,000,000<', html)
+    assert re.search(r'id="open-total-JPY">¥1,000,000<', html)
     assert "Nothing overdue" in html.split('id="totals-JPY"')[1]
     assert _numbers(html)[:3] == ["INV-1001", "INV-1002", "INV-2001"]
     assert "$250.00 on March 5, 2026" in html
