@@ -1,6 +1,7 @@
 """Tables of the admin console and the portal in Chromium at a phone (390 px) and a laptop (1280
 px) width: no word breaks mid-word (names wrap at spaces, addresses at their joints), amounts and
-dates stay on one line, and no page is wider than the screen.
+dates stay on one line, and no page is wider than the screen; and the invoice pages give their
+figures room (list totals beside their labels, an invoice's details card wide enough).
 
 The data is the newcomer's demo case: Birchwood Animal Hospital with a long billing address, an
 overdue project invoice on autopay, a credit memo; the clock is frozen at 10:27 on Tuesday,
@@ -97,6 +98,14 @@ def _admin_sign_in(page, server, clock, admin) -> None:
     page.wait_for_selector("#admin-identity")
 
 
+def _portal_sign_in(page, server) -> None:
+    page.goto(f"{server.url}/login")
+    page.fill("#email", EMAIL)
+    page.fill("#password", f.PASSWORD)
+    page.click("#login-button")
+    page.wait_for_selector("#nav-invoices")
+
+
 def _look(page, url: str, name: str) -> dict[str, object]:
     page.goto(url)
     page.wait_for_load_state("networkidle")
@@ -138,11 +147,7 @@ def test_portal_tables_keep_words_amounts_and_dates_whole(world, browser, width)
     context = browser.new_context(viewport=WIDTHS[width])
     page = context.new_page()
     try:
-        page.goto(f"{server.url}/login")
-        page.fill("#email", EMAIL)
-        page.fill("#password", f.PASSWORD)
-        page.click("#login-button")
-        page.wait_for_selector("#nav-invoices")
+        _portal_sign_in(page, server)
         problems = {
             name: _look(page, f"{server.url}{path}", f"portal-{name}-{width}")
             for name, path in (
@@ -179,3 +184,48 @@ def test_admin_pages_sit_centred_with_the_portals_measure_on_a_laptop(world, bro
         context.close()
     # 72rem (1152 px) wide, 64 px either side of 1280, the header lined up with the content.
     assert boxes == {name: [64, 64, 1152, 64] for name in ("clients", "audit", "dashboard")}
+
+
+_PAIRS = """() => [...document.querySelectorAll('#selection-totals > div')].map(d => {
+  const t = d.querySelector('dt').getBoundingClientRect(), a = d.querySelector('dd').getBoundingClientRect();
+  return [d.innerText.replace(/\\s+/g, ' ').trim(), Math.abs(t.top - a.top) < 2 && a.left > t.right];
+})"""
+
+
+def test_the_invoice_list_keeps_each_total_beside_its_label_on_a_phone(world, browser):
+    _svc, server, _clock, _ids, _admin = world
+    context = browser.new_context(viewport=WIDTHS["phone"])
+    page = context.new_page()
+    try:
+        _portal_sign_in(page, server)
+        page.goto(f"{server.url}/invoices?status=all")
+        pairs = page.evaluate(_PAIRS)
+    finally:
+        context.close()
+    # INV-11812 5,350.00 + INV-12088 3,803.50 − CM-0042 307.60; balances 4,350.00 + 3,803.50 − 307.60.
+    assert pairs == [["Total USD $8,845.90", True], ["Balance USD $7,845.90", True]]
+
+
+def test_the_invoice_page_gives_its_details_room_and_its_pdf_button_space(world, browser):
+    _svc, server, _clock, ids, _admin = world
+    found = {}
+    for width in WIDTHS:
+        context = browser.new_context(viewport=WIDTHS[width])
+        page = context.new_page()
+        try:
+            _portal_sign_in(page, server)
+            page.goto(f"{server.url}/invoices/{ids['later']}")
+            pdf = page.locator("#invoice-pdf").bounding_box()
+            balance = page.locator("main .cards .card.total").bounding_box()
+            facts = page.locator("main .cards .facts").bounding_box()
+            found[width] = {
+                "gap under the PDF button": round(balance["y"] - (pdf["y"] + pdf["height"])),
+                "details card at least half the width": facts["width"] >= 0.5 * WIDTHS[width]["width"] - 32,
+                "details on one line each": wrapped(page, "main .cards .facts dd"),
+            }
+        finally:
+            context.close()
+    # On a phone the button sits 16 px above the balance card; on a laptop it is beside the title.
+    assert found["phone"]["gap under the PDF button"] >= 12
+    assert found["laptop"]["details card at least half the width"] is True
+    assert found["laptop"]["details on one line each"] == []
