@@ -91,19 +91,29 @@ def rule_in_words(
     names = [KIND_LABELS.get(k, k) for k in rule.kinds]
     kinds = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     method = next((m for m in methods if m.id == rule.payment_method_id), None)
-    when = (
-        "on their due date"
-        if rule.schedule == "due_date"
-        else f"{rule.schedule_days} day{'s' if rule.schedule_days != 1 else ''} after the invoice date"
-    )
-    if rule.grace_days:
-        when += f", {rule.grace_days} day{'s' if rule.grace_days != 1 else ''} later"
-    text = f"Pay {kinds.lower().replace('t&m', 'T&M')} invoices {when}"
+    text = f"Pay {kinds.lower().replace('t&m', 'T&M')} invoices {_when_in_words(rule)}"
     if method is not None:
         text += f" with {method_label(method)}"
     if rule.max_minor is not None:
         text += f", up to {money(rule.max_minor, currency)} per invoice"
+    if rule.grouping == "per_client":
+        text += ", all invoices due the same day in one charge"
     return text + "."
+
+
+def _days(n: int) -> str:
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
+def _when_in_words(rule: autopay.AutopayRule) -> str:
+    """The charge date as app.core.autopay.charge_on computes it: the date, plus the grace days."""
+    if rule.schedule == "due_date":
+        return f"{_days(rule.grace_days)} after their due date" if rule.grace_days else "on their due date"
+    total = rule.schedule_days + rule.grace_days
+    when = f"{_days(total)} after the invoice date"
+    if rule.grace_days:
+        when += f" ({rule.schedule_days} + {_days(rule.grace_days)} of grace)"
+    return when
 
 
 def method_label(m: saved_methods.SavedMethodRow) -> str:
@@ -163,10 +173,7 @@ def _save(
         except AmountError as exc:
             errors["max_minor"] = str(exc)
     schedule = form.get("schedule", "due_date")
-    try:
-        days = int(form.get("schedule_days", "0") or 0)
-    except ValueError:
-        days = -1
+    days, grace = _whole_days(form.get("schedule_days")), _whole_days(form.get("grace_days"))
     if errors:
         return errors
     try:
@@ -181,14 +188,23 @@ def _save(
             approval_above_minor=rule.approval_above_minor if rule else None,
             schedule=schedule,
             schedule_days=days,
-            grace_days=rule.grace_days if rule else 0,
-            grouping=rule.grouping if rule else "per_invoice",
+            grace_days=grace,
+            grouping=form.get("grouping", "per_invoice"),
             pause_on_dispute=rule.pause_on_dispute if rule else True,
             actor=f"login:{user.email}",
         )
     except autopay.AutopayRuleError as exc:
         return exc.errors
     return {}
+
+
+def _whole_days(text: str | None) -> int:
+    """A days field as typed: empty is 0; anything but a whole number is -1, which set_rule
+    refuses with its own message for the field."""
+    try:
+        return int((text or "0").strip() or 0)
+    except ValueError:
+        return -1
 
 
 def turn_off(*, reason: str) -> None:
