@@ -426,6 +426,8 @@ class PortalSettings:
             "they are paid or autopaid; empty means no approvals. A client override replaces it.")
     methods: PortalMethodSettings = opt(
         PortalMethodSettings(), doc="Which payment methods each invoice kind may be paid with.")
+    paper_size: Literal["letter", "a4"] = opt(
+        "letter", doc="Paper size of every PDF (invoices, statements, receipts): letter or a4.")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -38,6 +38,7 @@ def _common(client_id: int | None = None) -> dict[str, Any]:
         "base_url": svc.config.cashloop.base_url.rstrip("/"),
         "entity_name": svc.config.entity.name,
         "generated_on": today(),
+        "paper_size": svc.config.portal.paper_size,  # the @page size of pdf/_base.html
     }
 
 
