@@ -6,6 +6,7 @@ way instants enter and leave the store.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -48,7 +49,8 @@ def to_db(dt: datetime) -> str:
     """UTC ISO-8601 with a Z; a naive datetime is a bug and raises."""
     if dt.tzinfo is None:
         raise ValueError("naive datetime passed to to_db")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as strftime("%Y-%m-%dT%H:%M:%S.%fZ"), in half the time (a backfill writes 100,000).
+    return dt.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def from_db(text: str) -> datetime:
@@ -80,6 +82,7 @@ def vendor_instant(value: str) -> datetime:
         raise ValueError(f"not a time on the calendar: {value!r}") from None
 
 
+@functools.lru_cache(maxsize=4096)  # a backfill reads a few hundred distinct dates 200,000 times
 def parse_vendor_date(value: str) -> date:
     """A calendar date from a vendor field that may carry a midnight time (`2025-03-31T00:00:00Z`).
 

@@ -866,3 +866,18 @@ def _backfill_indexes(db: Database) -> None:
         DROP INDEX IF EXISTS invoices_client;
         """
     )
+
+
+@MIGRATIONS(name="0017_one_client_index")
+def _one_client_index(db: Database) -> None:
+    db.executescript(
+        """
+        -- A backfill writes every invoice into each index that starts with client_id at a place
+        -- of its own (2,000 clients: anywhere in the index). One such index, with the currency at
+        -- its end, serves the invoice list and the client's currencies (read from the index
+        -- alone) and costs a backfill a tenth less than two.
+        DROP INDEX IF EXISTS invoices_client_currency;
+        DROP INDEX IF EXISTS invoices_client_visible;
+        CREATE INDEX invoices_client_visible ON invoices(client_id, is_approved, status, due_on, currency);
+        """
+    )
