@@ -174,7 +174,8 @@ def run_demo(*, port: int = 8080, data_dir: Path = Path("demo-data"), fresh: boo
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Keep the console to what Cashloop did: the sink's SMTP chatter and every HTTP request
     # would scroll the banner with the logins out of view.
-    for noisy in ("mail.log", "werkzeug"):
+    # WeasyPrint and fontTools say several INFO lines for every PDF.
+    for noisy in ("mail.log", "werkzeug", "weasyprint", "fontTools"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     data_dir = data_dir.resolve()
     _prepare(data_dir, fresh=fresh)

@@ -179,7 +179,8 @@ class InvoiceRow:
         if self.status_key == "overdue":
             n = self.days_overdue
             label = f"Overdue {n} day{'s' if n != 1 else ''}"
-            return label + (" · partly paid" if self.is_partly_paid else "")
+            # A no-break space keeps the dot on the first line when a narrow column wraps the badge.
+            return label + ("\u00a0· partly paid" if self.is_partly_paid else "")
         return label
 
 

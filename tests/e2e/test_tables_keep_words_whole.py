@@ -229,3 +229,23 @@ def test_the_invoice_page_gives_its_details_room_and_its_pdf_button_space(world,
     assert found["phone"]["gap under the PDF button"] >= 12
     assert found["laptop"]["details card at least half the width"] is True
     assert found["laptop"]["details on one line each"] == []
+
+
+def test_radio_buttons_and_checkboxes_keep_their_size_beside_a_label_that_wraps_on_a_phone(world, browser):
+    _svc, server, _clock, _ids, _admin = world
+    context = browser.new_context(viewport=WIDTHS["phone"])
+    page = context.new_page()
+    try:
+        _portal_sign_in(page, server)
+        page.goto(f"{server.url}/autopay")
+        sizes = page.evaluate(
+            """() => [...document.querySelectorAll('main input[type=radio], main input[type=checkbox]')]
+                .filter(el => el.offsetParent !== null)
+                .map(el => [el.name + '=' + el.value, Math.round(el.getBoundingClientRect().width),
+                            Math.round(el.getBoundingClientRect().height)])"""
+        )
+    finally:
+        context.close()
+    assert sizes, "the autopay page shows its choices"
+    squeezed = [s for s in sizes if (s[1], s[2]) != (20, 20)]  # 1.25rem
+    assert squeezed == [], squeezed
