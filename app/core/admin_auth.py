@@ -138,7 +138,7 @@ def check_code(
     typed = _normalize(code)
     used_recovery = False
     accepted = False
-    if typed.isdigit() and len(typed) == 6:
+    if typed.isascii() and typed.isdigit() and len(typed) == 6:  # "٠١٢" is isdigit() too
         step, replayed = _totp_step(admin["totp_secret"], typed, now, admin["totp_last_step"])
         if replayed:
             # Audited (a code seen by someone else shows here), not counted toward the lockout.

@@ -21,7 +21,7 @@ An invoice is autopaid when all of these hold:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -162,6 +162,37 @@ def get_rule(store: Store | Database, client_id: int) -> AutopayRule | None:
     return None if row is None else _rule(row)
 
 
+def rule_field_errors(
+    *,
+    kinds: Sequence[str],
+    max_minor: int | None,
+    approval_above_minor: int | None,
+    schedule: str,
+    schedule_days: int,
+    grace_days: int,
+    grouping: str,
+) -> dict[str, str]:
+    """A message per field of a rule that is wrong on its own (set_rule also checks the method and
+    the client's switches); empty when all are right. Reads and writes nothing."""
+    errors: dict[str, str] = {}
+    if not kinds:
+        errors["kinds"] = "Choose at least one kind of invoice."
+    elif bad := [k for k in kinds if k not in KINDS]:
+        errors["kinds"] = f"Unknown invoice kind {bad[0]!r}; choose from {', '.join(KINDS)}."
+    for name, value in (("max_minor", max_minor), ("approval_above_minor", approval_above_minor)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            errors[name] = "Enter an amount of zero or more, or leave it empty for no limit."
+    if schedule not in ("due_date", "days_after_issue"):
+        errors["schedule"] = "Charge either on the due date or a number of days after the invoice date."
+    if isinstance(schedule_days, bool) or not isinstance(schedule_days, int) or not 0 <= schedule_days <= 365:
+        errors["schedule_days"] = "Enter 0 to 365 days."
+    if isinstance(grace_days, bool) or not isinstance(grace_days, int) or not 0 <= grace_days <= 60:
+        errors["grace_days"] = "Enter 0 to 60 days."
+    if grouping not in ("per_invoice", "per_client"):
+        errors["grouping"] = "Charge each invoice on its own, or all due invoices together."
+    return errors
+
+
 def set_rule(
     store: Store,
     clock: Clock,
@@ -184,23 +215,11 @@ def set_rule(
     Raises AutopayRuleError with a message per wrong field and writes nothing in that case.
     Idempotent: saving the same values again changes only updated_at/updated_by.
     """
-    errors: dict[str, str] = {}
     kinds = tuple(dict.fromkeys(kinds))
-    if not kinds:
-        errors["kinds"] = "Choose at least one kind of invoice."
-    elif bad := [k for k in kinds if k not in KINDS]:
-        errors["kinds"] = f"Unknown invoice kind {bad[0]!r}; choose from {', '.join(KINDS)}."
-    for name, value in (("max_minor", max_minor), ("approval_above_minor", approval_above_minor)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-            errors[name] = "Enter an amount of zero or more, or leave it empty for no limit."
-    if schedule not in ("due_date", "days_after_issue"):
-        errors["schedule"] = "Charge either on the due date or a number of days after the invoice date."
-    if isinstance(schedule_days, bool) or not isinstance(schedule_days, int) or not 0 <= schedule_days <= 365:
-        errors["schedule_days"] = "Enter 0 to 365 days."
-    if isinstance(grace_days, bool) or not isinstance(grace_days, int) or not 0 <= grace_days <= 60:
-        errors["grace_days"] = "Enter 0 to 60 days."
-    if grouping not in ("per_invoice", "per_client"):
-        errors["grouping"] = "Charge each invoice on its own, or all due invoices together."
+    errors = rule_field_errors(
+        kinds=kinds, max_minor=max_minor, approval_above_minor=approval_above_minor, schedule=schedule,
+        schedule_days=schedule_days, grace_days=grace_days, grouping=grouping,
+    )
     with store.write() as db:
         method = None
         if payment_method_id is not None:
@@ -395,9 +414,11 @@ def plan_new(
     client_id: int | None = None,
     surcharge: SurchargeSettings | None = None,
     approval_default: str = "",
+    run_date: Callable[[date], date] | None = None,
 ) -> Plan:
-    """First attempts autopay would make. `today=None` plans every future charge as well (each on
-    its own date), for the upcoming list; otherwise only those whose charge date is <= today.
+    """First attempts autopay would make. `today=None` plans every future charge as well, for the
+    upcoming list: each on the date `run_date` gives for its own date (the run that will make it),
+    grouped as that run groups them; otherwise only those whose charge date is <= today.
     `approval_default` is the TOML `portal.approval_threshold` (see app.core.approvals)."""
     plan = Plan()
     sql = (
@@ -427,7 +448,9 @@ def plan_new(
                 on = max(on, resume)
             if reason:
                 plan.skipped.append(Skipped(inv["id"], inv["number"], reason))
-            elif today is None or on <= today:
+            elif today is None:
+                due.append((inv, run_date(on) if run_date else on))
+            elif on <= today:
                 due.append((inv, on))
         if today is None:
             by_date: dict[date, list[tuple[Any, date]]] = {}
@@ -607,12 +630,16 @@ def upcoming_charges(
         replace(c, charge_on=run_on(_local_date(c, db, tz), now=now, run_time=run_time, tz=tz))
         for c in plan_retries(db, due_by=None, client_id=client_id, surcharge=surcharge).charges
     ]
-    new = [
-        replace(c, charge_on=run_on(c.charge_on, now=now, run_time=run_time, tz=tz))
-        for c in plan_new(
-            db, today=None, client_id=client_id, surcharge=surcharge, approval_default=approval_default
-        ).charges
-    ]
+    # Dated by their run before they are grouped: overdue invoices of different due dates are one
+    # charge of the next run for a rule that charges per client.
+    new = plan_new(
+        db,
+        today=None,
+        client_id=client_id,
+        surcharge=surcharge,
+        approval_default=approval_default,
+        run_date=lambda on: run_on(on, now=now, run_time=run_time, tz=tz),
+    ).charges
     return sorted(retries + new, key=lambda c: (c.charge_on, c.client_id, c.invoice_ids))
 
 

@@ -8,12 +8,13 @@ messages beside the fields. Amounts are read in the company's invoice currency.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 
 from app.core import autopay, autopay_skips, saved_methods
-from app.core.clock import local_today
+from app.core.clock import local_today, to_db
 from app.core.money import Money, MoneyError
 from app.web import services
 from app.web.invoice_actions import VIEW_ONLY
@@ -67,14 +68,18 @@ def _first_charge(client_id: int) -> str:
     first = charges[0]
     numbers = ", ".join(it.number for it in first.items)
     amount = money(first.amount_minor, first.currency)
-    run_time = svc.config.autopay.run_time
-    today = local_today(svc.clock, svc.config.tz)
+    tz = svc.config.tz
+    # The run's real wall-clock time, in the portal's words ("6:00 AM CST"): on a spring-forward
+    # night a 02:30 run happens at 03:30.
+    run_at = autopay.local_run_at(first.charge_on, svc.config.autopay.run_time, tz).astimezone(UTC)
+    at = current_app.jinja_env.filters["local_time"](to_db(run_at))
+    today = local_today(svc.clock, tz)
     days = (first.charge_on - today).days
     hint = ' To leave an invoice out, use "Skip this charge" below before then.'
     if days == 0:
-        when = f"today at {run_time}"
+        when = f"today at {at}"
     elif days == 1:
-        when = f"tomorrow at {run_time}"
+        when = f"tomorrow at {at}"
     else:
         when, hint = f"on {date_long(first.charge_on)}", ""
     return f" The first charge is {amount} {when}, for {numbers}.{hint}"
@@ -175,7 +180,12 @@ def _save(
     schedule = form.get("schedule", "due_date")
     days, grace = _whole_days(form.get("schedule_days")), _whole_days(form.get("grace_days"))
     if errors:
-        return errors
+        # Every wrong field in one answer, not one per submit.
+        field_errors = autopay.rule_field_errors(
+            kinds=form.getlist("kinds"), max_minor=None, approval_above_minor=None, schedule=schedule,
+            schedule_days=days, grace_days=grace, grouping=form.get("grouping", "per_invoice"),
+        )
+        return {**field_errors, **errors}
     try:
         autopay.set_rule(
             svc.store,
@@ -201,10 +211,9 @@ def _save(
 def _whole_days(text: str | None) -> int:
     """A days field as typed: empty is 0; anything but a whole number is -1, which set_rule
     refuses with its own message for the field."""
-    try:
-        return int((text or "0").strip() or 0)
-    except ValueError:
-        return -1
+    typed = (text or "").strip() or "0"
+    # isdecimal: digits of any script ("٥"), but not "1_0", "+5" or "²", which int() reads or trips on.
+    return int(typed) if typed.isdecimal() and len(typed) <= 6 else -1
 
 
 def turn_off(*, reason: str) -> None:

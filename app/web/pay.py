@@ -97,7 +97,10 @@ def _chosen_rows() -> list[queries.InvoiceRow]:
     if request.values.get("all") == "due":
         rows = queries.open_invoices(svc.store, client_id, today(), th=thresholds())
         currency = request.values.get("currency")
-        return [r for r in rows if r.currency == currency] if currency else rows
+        rows = [r for r in rows if r.currency == currency] if currency else rows
+        # As home's button says: the kinds paid online (app.web.payment_rules.pay_all_kinds).
+        kinds = payment_rules.pay_all_kinds(svc, client_id, [r.kind for r in rows if r.payable_minor > 0])
+        return [r for r in rows if r.kind in kinds or r.payable_minor <= 0]
     tokens = request.values.getlist("invoice")[:MAX_INVOICES]
     # A parent company's contact may choose invoices of the companies below it (app.web.scope).
     rows = scope.find_invoices(tokens, today())

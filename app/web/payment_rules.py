@@ -38,6 +38,13 @@ def methods_for_kinds(services: Services, client_id: int, kinds: list[str]) -> t
     return tuple(m for m in ORDER if m in allowed)
 
 
+def pay_all_kinds(services: Services, client_id: int, kinds: list[str]) -> list[str]:
+    """Those of `kinds` that "Pay all open invoices" takes: the kinds paid online at all, and only
+    if one method serves all of them together (else none: each kind is then paid on its own)."""
+    online = sorted(k for k in set(kinds) if methods_for_kinds(services, client_id, [k]))
+    return online if online and methods_for_kinds(services, client_id, online) else []
+
+
 def surcharge_minor(
     services: Services, client_id: int, *, amount_minor: int, currency: str, method: str
 ) -> int:

@@ -71,15 +71,26 @@ def thresholds() -> dict[str, int]:
 def home() -> Any:
     store, client_id, day = services().store, portal_user().client_id, today()
     th = thresholds()
+    totals = queries.due_totals(store, client_id, day, th)
     return render_template(
         "home.html",
         next_autopay=_autopay_charges()[:1],
         autopay_on=_autopay_on(),
-        totals=queries.due_totals(store, client_id, day, th),
+        totals=totals,
+        pay_all={t.currency: _pay_all_minor(t, client_id) for t in totals},
         credits=queries.credit_totals(store, client_id, day),
         urgent=queries.open_invoices(store, client_id, day, limit=5, th=th),
         last_payment=queries.last_payment(store, client_id),
     )
+
+
+def _pay_all_minor(total: queries.DueTotal, client_id: int) -> int:
+    """What "Pay all open invoices" pays in this currency: the kinds paid online (see pay_all_kinds)."""
+    from app.web import payment_rules
+
+    amounts = dict(total.payable_by_kind)
+    kinds = payment_rules.pay_all_kinds(services(), client_id, [k for k, v in amounts.items() if v > 0])
+    return sum(amounts[k] for k in kinds)
 
 
 def _int_arg(name: str, default: int) -> int:

@@ -51,8 +51,9 @@ class DueTotal:
     `open_minor` is every open invoice's balance less payments still in flight (a bank payment
     clearing: `processing_minor`, shown apart so nobody pays twice), whatever its due date; it
     splits into `overdue_minor` (due before today), `due_today_minor` and `not_yet_due_minor`.
-    `payable_minor` is what "Pay all open invoices" pays: the same less invoices waiting for an
-    approver (`awaiting_approval_minor`). Credits are not netted (see `credit_totals`)."""
+    `payable_minor` is the same less invoices waiting for an approver (`awaiting_approval_minor`),
+    `payable_by_kind` that by invoice kind ("Pay all open invoices" takes the kinds paid online:
+    app.web.payment_rules.pay_all_kinds). Credits are not netted (see `credit_totals`)."""
 
     currency: str
     open_minor: int
@@ -60,6 +61,7 @@ class DueTotal:
     due_today_minor: int
     processing_minor: int
     payable_minor: int
+    payable_by_kind: tuple[tuple[str, int], ...] = ()
 
     @property
     def not_yet_due_minor(self) -> int:
@@ -75,6 +77,15 @@ def due_totals(
 ) -> list[DueTotal]:
     """What the client owes in each currency (credits not netted), apart from what is being paid."""
     left = "MAX(0, balance_minor - reserved_minor)"
+    params = {"client": client_id, "today": today.isoformat()}
+    by_kind: dict[str, list[tuple[str, int]]] = {}
+    for r in store.all(
+        f"{client_invoices_cte(th or {})} SELECT currency, kind, "
+        f"SUM(CASE WHEN awaits_approval THEN 0 ELSE {left} END) AS payable_minor "
+        f"FROM inv WHERE {_OWED} GROUP BY currency, kind ORDER BY currency, kind",
+        params,
+    ):
+        by_kind.setdefault(r["currency"], []).append((r["kind"], r["payable_minor"]))
     rows = store.all(
         f"{client_invoices_cte(th or {})} SELECT currency, "
         f"SUM({left}) AS open_minor, "
@@ -83,12 +94,12 @@ def due_totals(
         f"SUM(MIN(balance_minor, reserved_minor)) AS processing_minor, "
         f"SUM(CASE WHEN awaits_approval THEN 0 ELSE {left} END) AS payable_minor "
         f"FROM inv WHERE {_OWED} GROUP BY currency ORDER BY currency",
-        {"client": client_id, "today": today.isoformat()},
+        params,
     )
     return [
         DueTotal(
             r["currency"], r["open_minor"], r["overdue_minor"], r["due_today_minor"], r["processing_minor"],
-            r["payable_minor"],
+            r["payable_minor"], tuple(by_kind.get(r["currency"], ())),
         )
         for r in rows
     ]

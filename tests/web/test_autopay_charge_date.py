@@ -36,8 +36,8 @@ def _text(html: str) -> str:
 @pytest.mark.parametrize(
     ("local", "when", "day_long", "day_short"),
     [
-        ((10, 27), "tomorrow at 06:00", "March 11, 2026", "Mar 11, 2026"),
-        ((5, 40), "today at 06:00", "March 10, 2026", "Mar 10, 2026"),
+        ((10, 27), "tomorrow at 6:00 AM CDT", "March 11, 2026", "Mar 11, 2026"),
+        ((5, 40), "today at 6:00 AM CDT", "March 10, 2026", "Mar 10, 2026"),
     ],
 )
 def test_every_page_shows_the_date_of_the_run_that_makes_the_charge(

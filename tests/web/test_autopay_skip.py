@@ -170,7 +170,7 @@ def test_skip_is_refused_for_another_company_a_viewer_and_a_second_time(world, s
     assert s.store.scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'autopay.charge_skipped'") == 1
 
 
-@pytest.mark.parametrize(("hour", "when"), [(5, "today at 06:00"), (10, "tomorrow at 06:00")])
+@pytest.mark.parametrize(("hour", "when"), [(5, "today at 6:00 AM CDT"), (10, "tomorrow at 6:00 AM CDT")])
 def test_turning_autopay_on_says_at_once_what_it_will_charge_first(tmp_path, stripe_double, mail, hour, when):
     s = engine_services(tmp_path, FrozenClock(_at(10, hour)), stripe_double, mail)
     client_id = make_client(s, "acme", "Acme Dental LLC", billing_email="ap@acme.example")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,11 @@ def _plain(value: Any) -> str:
     return str(value)
 
 
+def _text(value: str) -> str:
+    # JSON may carry a lone surrogate ("\ud800"), which no page can be encoded with.
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -63,18 +69,35 @@ def _is_int(value: Any) -> bool:
 def _value(key: str, value: Any, amount: Callable[[int], str]) -> str:
     if key.endswith("_minor") and _is_int(value):
         return amount(value)
-    if key in _AMOUNT_MAPS and isinstance(value, dict) and value and all(map(_is_int, value.values())):
-        return ", ".join(f"{number} {amount(v)}" for number, v in value.items())
+    if key.endswith("_minor") and _looks_numeric(value):
+        return f"{_plain(value)} (minor units)"  # as stored: "10000" must not read as $10,000
+    if key in _AMOUNT_MAPS and isinstance(value, dict) and value:
+        return ", ".join(f"{number} {amount(v) if _is_int(v) else _plain(v)}" for number, v in value.items())
     if key.endswith("_json") and isinstance(value, str):
         with contextlib.suppress(ValueError):  # not JSON after all: shown as the text it is
             value = json.loads(value)
     if key == "changed" and isinstance(value, dict):  # client overrides: {field: [before, after]}
         return "; ".join(
-            f"{_label(str(k))}: {_plain(v[0])} → {_plain(v[1])}"
+            f"{_label(str(k))}: {_change_side(k, v[0])} → {_change_side(k, v[1])}"
             if isinstance(v, list) and len(v) == 2 else f"{_label(str(k))}: {_plain(v)}"
             for k, v in value.items()
         )
     return _plain(value)
+
+
+def _change_side(key: Any, value: Any) -> str:
+    """One side of an override change; the approval threshold, [minor, currency], as money."""
+    if (key == "approval_threshold" and isinstance(value, list) and len(value) == 2
+            and _is_int(value[0]) and isinstance(value[1], str)):
+        with contextlib.suppress(MoneyError):
+            return money(value[0], value[1])
+    return _plain(value)
+
+
+def _looks_numeric(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and value.strip().removeprefix("-").replace(".", "", 1).isdigit()
 
 
 def detail_items(detail_json: str | None, currency: str) -> list[tuple[str, str]]:
@@ -97,7 +120,7 @@ def detail_items(detail_json: str | None, currency: str) -> list[tuple[str, str]
         except MoneyError:  # an unknown currency code: the number as stored, with the code
             return f"{minor} {currency} (minor units)"
 
-    items = [(_label(k), _value(k, v, amount)) for k, v in detail.items()]
+    items = [(_text(_label(k)), _text(_value(k, v, amount))) for k, v in detail.items()]
     has_money = any(k.endswith("_minor") or k in _AMOUNT_MAPS for k in detail)
     # Once amounts are written with their symbol, a separate "currency: USD" says nothing new.
     return [(k, v) for k, v in items if not (k == "currency" and has_money)]

@@ -28,15 +28,16 @@ NO_SECOND_FACTOR = (
 )
 
 
-def _limiter() -> RateLimiter:
+def _limiter(kind: str = "login") -> RateLimiter:
+    """Failed sign-ins ("login"), and codes sent again after they were used ("replay")."""
     svc = services()
     limits = current_app.extensions.setdefault("cashloop_admin_limits", {})
-    if "login" not in limits:
+    if kind not in limits:
         minutes = timedelta(minutes=svc.config.admin.lockout_minutes)
-        limits["login"] = RateLimiter(
-            svc.clock, limit=svc.config.admin.lockout_threshold, window=minutes, lockout=minutes
-        )
-    return limits["login"]
+        # Replays are a person's double submits far more often than an attack: more of them pass.
+        limit = svc.config.admin.lockout_threshold * (4 if kind == "replay" else 1)
+        limits[kind] = RateLimiter(svc.clock, limit=limit, window=minutes, lockout=minutes)
+    return limits[kind]
 
 
 def _locked_message(until) -> str:
@@ -95,6 +96,13 @@ def second_factor() -> Any:
         return render_template("admin/code.html", next=_next())
     svc = services()
     cfg = svc.config.admin
+    # A spent code does not count toward the lockout (a double submit must not lock anyone out),
+    # but one sent again and again is throttled: each is an audit row.
+    replays = _limiter("replay")
+    replay_keys = (f"admin-replay:{sess.admin_id}", f"admin-replay-ip:{request.remote_addr or 'unknown'}")
+    if replays.is_blocked(*replay_keys):
+        error = TOO_MANY.format(minutes=cfg.lockout_minutes)
+        return render_template("admin/code.html", next=_next(), error=error), 429
     with svc.store.write() as db:
         result = admin_auth.check_code(
             db,
@@ -112,6 +120,7 @@ def second_factor() -> Any:
             )
             return clear_cookie(current_app.make_response((response, 429)))
         if result.is_replay:
+            replays.hit(*replay_keys)
             error = (
                 "That code was already used to sign in, so it cannot be used again. Wait for the next "
                 "code in your authenticator app (a new one comes every 30 seconds) and type that one."
