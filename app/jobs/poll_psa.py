@@ -27,7 +27,8 @@ from typing import Any
 from app.core import stop_flag, sync_status
 from app.core.clock import from_db, to_db
 from app.core.logins import issue_invitation
-from app.jobs.intake import NUMBER_WAITS, UNKNOWN_COMPANY, apply_page, mark_deleted
+from app.jobs import waiting
+from app.jobs.intake import apply_page, mark_deleted
 from app.services import Services
 from sync import sweep
 from sync.base import ConnectorError, Page, RemoteContact
@@ -152,7 +153,7 @@ def run(
         stored_cursor = _stored_cursor(services, connector, obj)
         # Contacts that waited for a company now here: a sweep of all contacts reads them (fixing
         # the company did not change them, so an incremental one would not).
-        again = _waiting_for_company(services, connector, "contact", set()) if obj == "contacts" else []
+        again = waiting.for_company(services, connector, "contact", set()) if obj == "contacts" else []
         start = _start_cursor(services, stored_cursor, full=full or bool(again))
         if obj == "invoices":
             # A sweep of everything has just read each open invoice; one asked for (--full), or the
@@ -223,156 +224,30 @@ def run(
             _save_state(db, services, connector, obj, stored_cursor, counts, error=None, success=True)
         if again:
             gone = [rid for rid in again if rid not in seen_again]
-            why = UNKNOWN_COMPANY["contact"]
-            _not_listed_any_more(services, connector, "contact", why, gone, once="once the company arrived")
+            waiting.not_listed_any_more(services, connector, "contact", gone, once=waiting.COMPANY_ARRIVED)
     if report.error is None and not read_all and getattr(source, "refreshes_open_invoices", False):
         _refresh_open(services, report, connector, fingerprint, entity_id, skip=swept)
     if report.error is None and not read_all and hasattr(source, "refresh"):
-        waiting = _waiting_for_company(services, connector, "invoice", swept)
-        seen = _reread(services, report, connector, fingerprint, entity_id, waiting)
+        ids = waiting.for_company(services, connector, "invoice", swept)
+        seen = _reread(services, report, connector, fingerprint, entity_id, ids)
         if report.error is None:
-            gone = [rid for rid in waiting if rid not in seen]
-            why = UNKNOWN_COMPANY["invoice"]
-            _not_listed_any_more(services, connector, "invoice", why, gone, once="once the company arrived")
+            gone = [rid for rid in ids if rid not in seen]
+            waiting.not_listed_any_more(services, connector, "invoice", gone, once=waiting.COMPANY_ARRIVED)
     if report.error is None:
         _check_deletions(services, report, connector, fingerprint, due=deletions_due)
     if report.error is None and hasattr(source, "refresh"):
         # After the deletion check: an invoice number reissued once its first invoice was deleted.
-        waiting, rings = _waiting_for_number(services, connector)
-        seen = _reread(services, report, connector, fingerprint, entity_id, waiting)
+        ids, rings = waiting.for_number(services, connector)
+        seen = _reread(services, report, connector, fingerprint, entity_id, ids)
         if report.error is None:
-            gone = [rid for rid in waiting if rid not in seen]
-            for template in NUMBER_WAITS:
-                _not_listed_any_more(
-                    services, connector, "invoice", template, gone, once="once the number was free"
-                )
-            _still_waiting(services, connector, {rid: r for rid, r in rings.items() if rid in seen})
+            gone = [rid for rid in ids if rid not in seen]
+            waiting.not_listed_any_more(services, connector, "invoice", gone, once=waiting.NUMBER_FREE)
+            waiting.still_waiting(services, connector, {rid: r for rid, r in rings.items() if rid in seen})
     if report.error is None and reason:
         with services.store.write() as db:
             sync_status.clear_stop(db, services.clock, connector=connector)
     log.info("PSA poll %s: %s", connector, report.summary())
     return report
-
-
-# At most this many quarantined invoices are read again a poll (one request each at some PSAs).
-REREAD_LIMIT = 500
-
-
-def _waiting_for_company(
-    services: Services, connector: str, obj: str, skip: set[str], *, limit: int = REREAD_LIMIT
-) -> list[str]:
-    """Records of `obj` quarantined because their company was unknown, whose company has arrived.
-
-    An incremental sweep reads a record only when it changes, and fixing its company at the PSA
-    does not change it: without this it would wait for the next full sweep.
-    """
-    before, after = UNKNOWN_COMPANY[obj].split("{}")
-    rows = services.store.all(
-        # The company id cut out of the reason finds its client by the (source, remote_id) index.
-        "SELECT q.remote_id FROM quarantine q JOIN clients c ON c.source = q.source "
-        "AND c.remote_id = substr(q.reason, length(:before) + 1, "
-        "length(q.reason) - length(:before) - length(:after)) "
-        "WHERE q.source = :source AND q.object = :obj AND q.resolved_at IS NULL "
-        "AND q.reason = :before || c.remote_id || :after ORDER BY q.id LIMIT :limit",
-        {"before": before, "after": after, "source": connector, "obj": obj, "limit": limit + len(skip)},
-    )
-    return [r[0] for r in rows if r[0] not in skip][:limit]
-
-
-def _number_wait(reason: str) -> tuple[str, str] | None:
-    """(number, holder's remote id) of a reason saying an invoice waits for its number, else None.
-
-    Read from the right: the holder is an id, while the number is the PSA's text and may hold
-    any words, those of the reason included."""
-    for template in NUMBER_WAITS:
-        before, middle, after = template.split("{}")
-        if reason.startswith(before) and reason.endswith(after) and middle in reason:
-            number, _, holder = reason[len(before) : len(reason) - len(after)].rpartition(middle)
-            if number and holder and " " not in holder:
-                return number, holder
-    return None
-
-
-_NUMBER_WAIT_SQL = " OR ".join(
-    "reason LIKE '" + template.replace("{}", "%").replace("'", "''") + "'" for template in NUMBER_WAITS
-)
-
-
-def _waiting_for_number(
-    services: Services, connector: str, *, limit: int = REREAD_LIMIT
-) -> tuple[list[str], dict[str, str]]:
-    """Invoices quarantined because another invoice had their number, to read again: those whose
-    number no open invoice has now (the other was deleted or renumbered, which does not change
-    the waiting invoice at the source), and invoices that wait for each other's numbers in a ring
-    (numbers the PSA swapped across two pages), read side by side so that one page swaps them.
-
-    Returns the ids in the order to read them, and the reason of each one read as part of a ring.
-    """
-    rows = services.store.all(
-        f"SELECT remote_id, reason FROM quarantine WHERE source = ? AND object = 'invoice' "
-        f"AND resolved_at IS NULL AND ({_NUMBER_WAIT_SQL}) ORDER BY id",
-        (connector,),
-    )
-    reasons = {r[0]: r[1] for r in rows}
-    waits = {rid: wait for rid, reason in reasons.items() if (wait := _number_wait(reason))}
-    order: list[str] = []
-    rings: dict[str, str] = {}
-    for remote_id, (number, _holder) in waits.items():
-        if len(order) >= limit:
-            break
-        if remote_id in rings:
-            continue
-        ring = _ring(waits, remote_id)
-        if ring:
-            order += ring
-            rings.update((rid, reasons[rid]) for rid in ring)
-        elif not services.store.one(
-            "SELECT 1 FROM invoices WHERE source = ? AND number = ? AND status != 'deleted' "
-            "AND remote_id != ?",
-            (connector, number, remote_id),
-        ):
-            order.append(remote_id)
-    return order, rings
-
-
-def _ring(waits: dict[str, tuple[str, str]], start: str, *, longest: int = 20) -> list[str]:
-    """The invoices that wait, one for the next, until the last waits for `start`; else []."""
-    ring = [start]
-    holder = waits[start][1]
-    while holder in waits and holder not in ring and len(ring) < longest:
-        ring.append(holder)
-        holder = waits[holder][1]
-    return ring if holder == start and len(ring) > 1 else []
-
-
-def _still_waiting(services: Services, connector: str, before: dict[str, str]) -> None:
-    """Invoices read side by side with those holding their numbers that wait as they did before
-    are not read again every poll: only once one of them changes at the source (which writes its
-    reason anew)."""
-    with services.store.write() as db:
-        for remote_id, reason in before.items():
-            db.execute(
-                "UPDATE quarantine SET reason = reason || '; read again with the invoice holding its "
-                "number, still waiting' WHERE source = ? AND object = 'invoice' AND remote_id = ? "
-                "AND resolved_at IS NULL AND reason = ?",
-                (connector, remote_id, reason),
-            )
-
-
-def _not_listed_any_more(
-    services: Services, connector: str, obj: str, reason: str, ids: list[str], *, once: str
-) -> None:
-    """Records read again because what they waited for arrived, that the PSA no longer has, keep
-    their quarantine row with a reason saying so (and are not read again every poll)."""
-    with services.store.write() as db:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            db.execute(
-                "UPDATE quarantine SET reason = reason || ? WHERE source = ? AND object = ? "
-                f"AND resolved_at IS NULL AND reason LIKE ? AND remote_id IN ({','.join('?' * len(chunk))})",
-                (f"; read again {once}, the PSA no longer has it", connector, obj,
-                 reason.replace("{}", "%"), *chunk),
-            )
 
 
 def _refresh_open(

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from app.core.keys import public_token
-from app.jobs import poll_psa
+from app.jobs import poll_psa, waiting
 from app.jobs.intake import HELD_KIND, apply_page
 from app.services import build_services
 from sync.base import Page, Rejected, RemoteCompany, RemoteInvoice, RemoteLine
@@ -512,7 +512,7 @@ def test_a_number_holding_the_words_of_the_quarantine_reason_is_not_read_again_e
 def test_invoices_whose_number_holds_the_reason_words_do_not_starve_an_invoice_whose_number_is_free(
     cw, cw_services, monkeypatch
 ):
-    monkeypatch.setitem(poll_psa._waiting_for_number.__kwdefaults__, "limit", 2)  # REREAD_LIMIT, small
+    monkeypatch.setitem(waiting.for_number.__kwdefaults__, "limit", 2)  # REREAD_LIMIT, small
     world = contoso(cw)
     invoice(cw, 9830, TEMPLATE_NUMBER, world["company"], kind="agreement", total="10.00")
     for iid in (9831, 9832):
@@ -520,8 +520,8 @@ def test_invoices_whose_number_holds_the_reason_words_do_not_starve_an_invoice_w
     holder = invoice(cw, 9840, "INV-FREE", world["company"], kind="agreement", total="12.00")
     stamp_all(cw)
     assert poll(cw_services).error is None
-    waiting = invoice(cw, 9841, "INV-FREE", world["company"], kind="agreement", total="13.00")
-    waiting["_info"]["lastUpdated"] = OLD  # read by a full sweep only, not by the overlap of each poll
+    late = invoice(cw, 9841, "INV-FREE", world["company"], kind="agreement", total="13.00")
+    late["_info"]["lastUpdated"] = OLD  # read by a full sweep only, not by the overlap of each poll
     assert poll(cw_services, full=True).error is None
     assert (
         open_quarantine(cw_services)["9841"]
