@@ -28,7 +28,9 @@ from sqlite_utils import Database
 from app.core import client_tree, entities
 from app.core.audit import raise_exception
 from app.core.clock import Clock, to_db
+from app.core.emails import money
 from app.core.keys import ordered_tokens, public_token
+from app.core.money import MoneyError
 from sync import jsonio
 from sync.base import Page, Rejected, RemoteCompany, RemoteContact, RemoteInvoice
 
@@ -407,14 +409,41 @@ def _company_remote_id(db: Database, client_id: int) -> str:
     return row["remote_id"] if row else str(client_id)
 
 
-def _change_summary(db: Database, row: sqlite3.Row, inv: RemoteInvoice, status: str, client_id: int) -> str:
-    """What the source changed about an invoice that has payments, in the exception's words."""
-    parts = [f"total {row['total_minor']} -> {inv.total_minor}", f"status {row['status']} -> {status}"]
-    if inv.number != row["number"]:
-        parts.append(f"number {row['number']} -> {inv.number}")
-    if client_id != row["client_id"]:
-        parts.append(f"company {_company_remote_id(db, row['client_id'])} -> {inv.company_remote_id}")
+# The names of _terms' parts, in its order, as an exception's summary names what changed.
+_TERM_NAMES = (
+    "company", "number", "currency", "issue date", "due date", "subtotal", "tax", "total", "status",
+    "approval", "lines",
+)
+_MONEY_TERMS = frozenset({"subtotal", "tax", "total"})
+
+
+def _change_summary(
+    db: Database, row: sqlite3.Row, inv: RemoteInvoice, new: tuple[Any, ...], old: tuple[Any, ...]
+) -> str:
+    """What the source changed about an invoice that has payments, in words finance reads:
+    only the parts that changed, amounts as money in each side's currency."""
+    parts = []
+    for name, before, after in zip(_TERM_NAMES, old, new, strict=True):
+        if before == after:
+            continue
+        if name in _MONEY_TERMS:
+            before, after = _amount(before, row["currency"]), _amount(after, inv.currency)
+        elif name == "company":
+            before, after = _company_remote_id(db, before), inv.company_remote_id
+        elif name == "approval":
+            before, after = ("approved" if v else "not approved" for v in (before, after))
+        elif name == "lines":
+            parts.append(f"lines ({len(before)} before, {len(after)} now)")
+            continue
+        parts.append(f"{name} {before} -> {after}")
     return f"changed at the source ({', '.join(parts)})"
+
+
+def _amount(minor: int, currency: str) -> str:
+    try:
+        return money(minor, currency)
+    except MoneyError:  # a currency Babel cannot name still shows its amount
+        return f"{minor} minor units of {currency}"
 
 
 def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: str, remote: Any) -> str:
@@ -526,10 +555,10 @@ def upsert_invoice(
     if client_id is None:
         raise Skip(UNKNOWN_COMPANY["invoice"].format(inv.company_remote_id))
     if existing is not None and _ours(db, existing["id"]) and (
-        _terms(inv, status, client_id) != _stored_terms(db, existing)
+        (terms := _terms(inv, status, client_id)) != (stored := _stored_terms(db, existing))
     ):
         # Decided before the number: a held change is not applied, so it takes no number from anyone.
-        summary = _change_summary(db, existing, inv, status, client_id)
+        summary = _change_summary(db, existing, inv, terms, stored)
         return _hold(db, clock, existing, ref=digest, summary=summary, remote=json.loads(raw_json))
     taken = lookups.holder(inv)
     if taken is not None and not (taken in lookups.swappers and lookups.takes_a_leaving_number(inv)):

@@ -12,12 +12,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from app.core.keys import public_token
 from app.jobs import poll_psa, waiting
 from app.jobs.intake import HELD_KIND, apply_page
 from app.services import build_services
 from sync.base import Page, Rejected, RemoteCompany, RemoteInvoice, RemoteLine
-from tests.adversarial.intake_helpers import OLD, edit_json, poll, stamp_all
+from tests.adversarial.intake_helpers import OLD, edit_json, paid_through_cashloop, poll, stamp_all
 from tests.cw_world import contoso, invoice, open_quarantine
 from tests.jobs.test_intake_records import _apply
 from tests.psa_worlds import make_world
@@ -58,35 +57,6 @@ def _held(services) -> list[str]:
             "SELECT summary FROM exceptions WHERE kind = ? AND resolved_at IS NULL ORDER BY id", (HELD_KIND,)
         )
     ]
-
-
-def _paid(services, remote_id: str, amount_minor: int = 500) -> None:
-    """A succeeded Cashloop payment of `amount_minor` on the stored invoice `remote_id`."""
-    now = "2026-03-05T12:00:00Z"
-    with services.store.write() as db:
-        inv = db.execute(
-            "SELECT id, client_id, currency FROM invoices WHERE remote_id = ?", (remote_id,)
-        ).fetchone()
-        cur = db.execute(
-            "INSERT INTO payments (token, client_id, method, amount_minor, currency, status, idem_key, "
-            "initiated_by, created_at, updated_at, succeeded_at) "
-            "VALUES (?, ?, 'card', ?, ?, 'succeeded', ?, 'test', ?, ?, ?)",
-            (
-                public_token(),
-                inv["client_id"],
-                amount_minor,
-                inv["currency"],
-                f"idem-{remote_id}",
-                now,
-                now,
-                now,
-            ),
-        )
-        db.execute(
-            "INSERT INTO allocations (payment_id, invoice_id, amount_minor, currency, source_ref, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (cur.lastrowid, inv["id"], amount_minor, inv["currency"], f"alloc-{remote_id}", now),
-        )
 
 
 def _refetches(cw, remote_id: str) -> int:
@@ -149,7 +119,7 @@ def test_a_swap_where_one_side_has_a_cashloop_payment_holds_that_side_in_the_exc
     b = invoice(cw, 9812, "INV-SW2", world["company"], kind="agreement", total="20.00")
     stamp_all(cw)
     assert poll(cw_services).error is None
-    _paid(cw_services, "9811")
+    paid_through_cashloop(cw_services, "9811")
     cw.touch(a, when=RECENT, invoiceNumber="INV-SW2")
     cw.touch(b, when=RECENT, invoiceNumber="INV-SW1")
 
@@ -176,7 +146,7 @@ def test_a_held_swap_does_not_stop_an_unrelated_swap_in_the_same_page(cw, cw_ser
     d = invoice(cw, 9822, "INV-PX2", world["company"], kind="agreement", total="40.00")
     stamp_all(cw)
     assert poll(cw_services).error is None
-    _paid(cw_services, "9822")  # only the second pair has a paid side
+    paid_through_cashloop(cw_services, "9822")  # only the second pair has a paid side
     for rec, number in ((a, "INV-SW2"), (b, "INV-SW1"), (c, "INV-PX2"), (d, "INV-PX1")):
         cw.touch(rec, when=RECENT, invoiceNumber=number)
 
@@ -202,7 +172,7 @@ def test_a_three_way_rotation_with_one_paid_invoice_holds_it_and_leaves_no_numbe
     ]
     stamp_all(cw)
     assert poll(cw_services).error is None
-    _paid(cw_services, "9812")
+    paid_through_cashloop(cw_services, "9812")
     for n, rec in enumerate(recs):
         cw.touch(rec, when=RECENT, invoiceNumber=f"INV-R{(n + 1) % 3 + 1}")
 
@@ -465,7 +435,7 @@ def test_a_paid_invoice_waiting_for_a_number_is_held_once_and_not_read_again_eve
     b = invoice(cw, 9812, "INV-B", world["company"], kind="agreement", total="20.00")
     stamp_all(cw)
     assert poll(cw_services).error is None
-    _paid(cw_services, "9811")
+    paid_through_cashloop(cw_services, "9811")
     # The paid invoice takes B's number (an edit the overlap of later polls does not re-read)...
     cw.touch(a, when=datetime(2026, 3, 1, tzinfo=UTC), invoiceNumber="INV-B")
     cw.invoices.remove(b)  # ...and B is deleted at the PSA
@@ -757,7 +727,7 @@ def test_a_new_invoice_taking_a_number_given_up_whose_record_is_refused_leaves_t
 def test_a_refused_new_invoice_in_a_page_whose_swap_fails_does_not_stop_the_page(services):
     _apply(services, [RemoteCompany(remote_id="250", name="Contoso Dental LLC", raw={"id": 250})], "company")
     _apply(services, [_remote("2", "INV-2"), _remote("3", "INV-3"), _remote("4", "INV-4")])
-    _paid(services, "3")
+    paid_through_cashloop(services, "3")
     huge = (RemoteLine("Odd", 10**20, 10_000, 10_000),)  # type: ignore[arg-type]
 
     # 2 moves on to a free number and a new invoice 5 takes INV-2, but 5 cannot be stored; in the

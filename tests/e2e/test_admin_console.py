@@ -169,9 +169,11 @@ def test_a_check_of_500_over_two_invoices_shows_in_portal_ledger_outbox_and_audi
     kinds = sorted(r[0] for r in svc.store.all("SELECT kind FROM outbox WHERE status = 'pending'"))
     assert kinds == ["email", "journal_payment", "psa_payment", "psa_payment"]
     # The page names each effect in words, and says whether it was delivered yet.
-    words = {"email": "Email to the client", "journal_payment": "Booked in accounting",
-             "psa_payment": "Written back to the PSA"}
-    assert sorted(e.split("\t")[:2] for e in effects) == sorted([words[k], "Waiting"] for k in kinds)
+    # A write-back per invoice, each naming its invoice.
+    words = ["Booked in accounting", "Email to the client"] + [
+        f"Written back to the PSA: invoice {n}" for n in ("INV-1001", "INV-1002")
+    ]
+    assert sorted(e.split("\t")[:2] for e in effects) == sorted([w, "Waiting"] for w in words)
     # The audit log, as the admin saw it.
     assert len(audit_rows) == 1 and "admin:finance@northwind.example" in audit_rows[0]
     assert "payment.recorded_manually" in audit_rows[0] and "INV-1001 $300.00" in audit_rows[0]

@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 from app.jobs.intake import apply_page, mark_deleted
 from sync.base import Page, Rejected, RemoteCompany, RemoteInvoice, RemoteLine
+from tests.adversarial.intake_helpers import paid_through_cashloop
 
 
 def _invoice(
@@ -147,3 +148,21 @@ def test_a_credit_memo_is_stored_as_a_credit_with_its_negative_total(services):
         -2500,
         "open",
     )
+
+
+def test_a_held_change_names_only_what_changed_with_amounts_as_money(services):
+    _company(services)
+    _apply(services, [_invoice("1", "INV-1", total=12_000)])
+    paid_through_cashloop(services, "1", 5_000)
+
+    lines = (RemoteLine("Managed services", "1", 12_000, 12_000), RemoteLine("Firewall", "1", 1_050, 1_050))
+    counts = _apply(services, [_invoice("1", "INV-1", total=13_050, lines=lines, is_void=True)])
+
+    assert counts == {"held": 1}
+    (summary,) = [r[0] for r in services.store.all("SELECT summary FROM exceptions")]
+    assert summary == (
+        "invoice INV-1 changed at the source (subtotal $120.00 -> $130.50, total $120.00 -> $130.50, "
+        "status open -> void, lines (1 before, 2 now)) but already has payments through Cashloop; not applied"
+    )
+    stored = services.store.one("SELECT status, total_minor FROM invoices WHERE remote_id = '1'")
+    assert (stored["status"], stored["total_minor"]) == ("open", 12_000)

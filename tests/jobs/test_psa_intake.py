@@ -315,7 +315,7 @@ def test_a_void_after_payment_lands_in_the_exceptions_queue_and_the_payment_is_u
         "SELECT kind, summary, detail_json FROM exceptions WHERE resolved_at IS NULL"
     )
     assert [e["kind"] for e in exceptions] == ["source_change_on_paid_invoice"]
-    assert specs[0].number in exceptions[0]["summary"] and "void" in exceptions[0]["summary"]
+    assert specs[0].number in exceptions[0]["summary"] and "status open -> void" in exceptions[0]["summary"]
     assert json.loads(exceptions[0]["detail_json"])["invoice_id"] == invoice_id
     after = dict(
         services.store.one("SELECT status, total_minor, kind FROM invoices WHERE id = ?", (invoice_id,))

@@ -148,7 +148,7 @@ def test_the_admin_shows_payment_statuses_and_effects_in_words(svc, acme, clock)
         r'<td data-label="Status">Delivered</td>', effects
     )
     assert re.search(
-        r'class="effect-psa_payment"><td data-label="What">Written back to the PSA</td>'
+        r'class="effect-psa_payment"><td data-label="What">Written back to the PSA: invoice INV-9501</td>'
         r'<td data-label="Status">Failed</td>', effects
     )
     assert ">done<" not in effects and ">psa_payment<" not in effects

@@ -243,7 +243,11 @@ def payment_allocations(store: Store, payment_id: int) -> list[sqlite3.Row]:
 def payment_outbox(store: Store, payment_id: int) -> list[sqlite3.Row]:
     """Outbox entries about this payment (receipt, resends, PSA write-backs, journal)."""
     return store.all(
-        "SELECT id, kind, status, attempts, last_error, created_at, done_at, idem_key FROM outbox "
+        "SELECT id, kind, status, attempts, last_error, created_at, done_at, idem_key, "
+        # A payment over several invoices has one write-back each: name the invoice of each.
+        "    (SELECT i.number FROM allocations a JOIN invoices i ON i.id = a.invoice_id "
+        "     WHERE outbox.kind = 'psa_payment' "
+        "     AND a.id = json_extract(outbox.payload_json, '$.allocation_id')) AS invoice_number FROM outbox "
         "WHERE (kind = 'journal_payment' AND json_extract(payload_json, '$.payment_id') = :id) "
         "OR (kind = 'psa_payment' AND json_extract(payload_json, '$.allocation_id') IN "
         "    (SELECT id FROM allocations WHERE payment_id = :id)) "
