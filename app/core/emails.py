@@ -19,7 +19,7 @@ from babel.dates import format_date
 from babel.numbers import format_currency
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from app.core.money import Money, exponent
+from app.core.money import Money, MoneyError, exponent
 
 if TYPE_CHECKING:
     from app.config import BrandingSettings
@@ -52,6 +52,15 @@ def money(amount_minor: int, currency: str) -> str:
     return format_currency(
         value.to_decimal(), value.currency, format=pattern, locale=LOCALE, currency_digits=False
     )
+
+
+def money_text(amount_minor: int, currency: str) -> str:
+    """money() for texts about records that may be wrong (a quarantine reason, an exception):
+    "$1,080.50", or "108050 minor units of XYZ" for a currency money() refuses."""
+    try:
+        return money(amount_minor, currency)
+    except MoneyError:
+        return f"{amount_minor} minor units of {currency}"
 
 
 def date_long(value: date | str) -> str:

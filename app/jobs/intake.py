@@ -28,9 +28,8 @@ from sqlite_utils import Database
 from app.core import client_tree, entities
 from app.core.audit import raise_exception
 from app.core.clock import Clock, to_db
-from app.core.emails import money
+from app.core.emails import money_text
 from app.core.keys import ordered_tokens, public_token
-from app.core.money import MoneyError
 from sync import jsonio
 from sync.base import Page, Rejected, RemoteCompany, RemoteContact, RemoteInvoice
 
@@ -427,7 +426,7 @@ def _change_summary(
         if before == after:
             continue
         if name in _MONEY_TERMS:
-            before, after = _amount(before, row["currency"]), _amount(after, inv.currency)
+            before, after = money_text(before, row["currency"]), money_text(after, inv.currency)
         elif name == "company":
             before, after = _company_remote_id(db, before), inv.company_remote_id
         elif name == "approval":
@@ -437,13 +436,6 @@ def _change_summary(
             continue
         parts.append(f"{name} {before} -> {after}")
     return f"changed at the source ({', '.join(parts)})"
-
-
-def _amount(minor: int, currency: str) -> str:
-    try:
-        return money(minor, currency)
-    except MoneyError:  # a currency Babel cannot name still shows its amount
-        return f"{minor} minor units of {currency}"
 
 
 def _hold(db: Database, clock: Clock, row: sqlite3.Row, *, ref: str, summary: str, remote: Any) -> str:

@@ -9,10 +9,11 @@ subtotal exactly; a remainder larger than a minor unit per line is a wrong invoi
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
+from app.core.emails import money_text
 from app.core.money import Money, MoneyError, exponent, minor_from_float
 from sync.base import RecordError, RemoteLine
 
@@ -73,11 +74,17 @@ def settle(
     rest = subtotal_minor - sum(line.amount_minor for line in lines)
     if rest and abs(rest) <= max(1, len(lines)):
         return (*lines, RemoteLine("Rounding", "1", rest, rest)), None
+    return tuple(lines), lines_mismatch(lines, subtotal_minor, currency)
+
+
+def lines_mismatch(lines: Iterable[RemoteLine], subtotal_minor: int, currency: str) -> str | None:
+    """The reason to reject an invoice whose lines do not add up to its subtotal, else None."""
     total = sum(line.amount_minor for line in lines)
     if total == subtotal_minor:
-        return tuple(lines), None
-    money = lambda minor: Money(minor, currency).to_decimal()  # noqa: E731 - local formatting only
-    return tuple(lines), f"lines sum to {money(total)} but subtotal is {money(subtotal_minor)}"
+        return None
+    return (
+        f"lines sum to {money_text(total, currency)} but subtotal is {money_text(subtotal_minor, currency)}"
+    )
 
 
 def field_minor(raw: Mapping[str, Any], key: str, currency: str, problems: list[str]) -> int:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import requests
 
 from app.core.clock import Clock, parse_vendor_time
+from app.core.emails import money_text
 from app.core.money import Money, MoneyError, check_currency, minor_from_float
 from sync import jsonio, sweep
 from sync.base import (
@@ -35,7 +36,7 @@ from sync.base import (
 )
 from sync.http import HttpClient
 from sync.psa import refetch
-from sync.psa.amounts import exact_minor
+from sync.psa.amounts import exact_minor, lines_mismatch
 from sync.psa.fields import optional_time, record_id, required_date
 
 if TYPE_CHECKING:
@@ -308,17 +309,6 @@ def parse_quantity(value: Any, where: str) -> Decimal:
     return qty
 
 
-def check_lines_sum(lines: tuple[RemoteLine, ...], subtotal_minor: int, currency: str) -> str | None:
-    """The reason to reject when lines do not add up to the subtotal, else None."""
-    total = sum(line.amount_minor for line in lines)
-    if total == subtotal_minor:
-        return None
-    return (
-        f"lines sum to {Money(total, currency).to_decimal()} but subtotal is "
-        f"{Money(subtotal_minor, currency).to_decimal()}"
-    )
-
-
 def last_updated(raw: Mapping[str, Any]) -> datetime | None:
     """`_info.lastUpdated` as an aware datetime; None when absent or unparseable (it is advisory)."""
     info = raw.get("_info")
@@ -362,7 +352,7 @@ def _invoice_lines(
                 )
             except RecordError as exc:
                 problems.append(str(exc))
-        if not problems and (reason := check_lines_sum(tuple(lines), subtotal, currency)):
+        if not problems and (reason := lines_mismatch(tuple(lines), subtotal, currency)):
             problems.append(reason)
         return tuple(lines)
     return _category_lines(raw, amounts, refs)
@@ -467,9 +457,10 @@ def _settle_subtotal(
         amounts["subtotal"] = total - tax
         amounts["downpayment"] = downpayment
         return
-    money = lambda minor: Money(minor, currency).to_decimal()  # noqa: E731 - local formatting only
-    problems.append(f"subtotal {money(given)} + tax {money(tax)} is {money(given + tax)} but total is "
-                    f"{money(total)}")
+    problems.append(
+        f"subtotal {money_text(given, currency)} + tax {money_text(tax, currency)} is "
+        f"{money_text(given + tax, currency)} but total is {money_text(total, currency)}"
+    )
 
 
 def _email(raw: Mapping[str, Any]) -> str | None:

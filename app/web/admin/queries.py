@@ -399,6 +399,17 @@ _QUARANTINE_LABEL = (
 )
 
 
+# The company a quarantined invoice or contact names, as each PSA stores it (ConnectWise, Autotask's
+# invoice and contact, HaloPSA, an export's rows), so the queue says whose record it is.
+_COMPANY_PATHS = ("$.company.id", "$.invoice.companyID", "$.companyID", "$.client_id", "$.company_id")
+_QUARANTINE_CLIENT = (
+    "(SELECT c.id || ' ' || c.name FROM clients c WHERE c.source = quarantine.source "
+    "AND quarantine.object != 'company' AND json_valid(quarantine.raw_json) AND c.remote_id = CAST(COALESCE("
+    + ", ".join(f"json_extract(quarantine.raw_json, '{path}')" for path in _COMPANY_PATHS)
+    + ") AS TEXT))"
+)
+
+
 def exceptions_queue(store: Store) -> list[QueueItem]:
     """Open exceptions, quarantined PSA records and connectors with a sync error, newest first."""
     items: list[QueueItem] = []
@@ -423,21 +434,23 @@ def exceptions_queue(store: Store) -> list[QueueItem]:
             )
         )
     for r in store.all(
-        f"SELECT *, {_QUARANTINE_LABEL} AS label FROM quarantine "
+        f"SELECT *, {_QUARANTINE_LABEL} AS label, {_QUARANTINE_CLIENT} AS client FROM quarantine "
         "WHERE resolved_at IS NULL ORDER BY last_seen_at DESC, id DESC"
     ):
         label = f" ({r['label']})" if r["label"] not in (None, "", r["remote_id"]) else ""
+        client_id, _, client_name = (r["client"] or "").partition(" ")
+        whose = f" of {client_name}" if client_name else ""
         items.append(
             QueueItem(
                 "quarantine",
                 r["id"],
                 "quarantine",
-                f"Quarantined PSA {r['object']} {r['remote_id']}{label}",
+                f"Quarantined PSA {r['object']} {r['remote_id']}{label}{whose}",
                 r["reason"],
                 "Correct the record in the PSA; the next sync reads it again and releases it. "
                 "Dismiss it if it needs nothing (it comes back only if the PSA changes it).",
                 r["last_seen_at"],
-                {"source": r["source"]},
+                {"source": r["source"], "client_id": int(client_id) if client_id else None},
             )
         )
     for r in store.all("SELECT * FROM sync_state WHERE last_error IS NOT NULL ORDER BY connector, object"):

@@ -175,7 +175,7 @@ def test_four_decimal_item_prices_round_half_even_and_the_remainder_is_a_roundin
         ({}, None, "XYZ", "unknown currency 'XYZ'"),
         ({"dueDate": "2026-02-30T00:00:00Z"}, None, "USD", "unparseable dueDate '2026-02-30T00:00:00Z'"),
         ({"invoiceTotal": 1082.555}, None, "USD", "invoiceTotal: 1082.555 has more decimal places"),
-        ({}, items(extendedPrice=800.0), "USD", "lines sum to 1050.00 but subtotal is 1000.00"),
+        ({}, items(extendedPrice=800.0), "USD", "lines sum to $1,050.00 but subtotal is $1,000.00"),
         ({}, items(itemName=None, description=None), "USD", "billing item 1: missing itemName"),
         ({}, items(quantity=-1), "USD", "negative quantity -1"),
     ],

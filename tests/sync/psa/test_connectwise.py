@@ -266,7 +266,7 @@ def test_missing_currency_uses_the_configured_default() -> None:
         ({"total": 216.495}, "total: 216.495 has more decimal places than USD allows"),
         (
             {"lines": [{"description": "Labour", "quantity": 1, "amount": 90.0}]},
-            "lines sum to 90.00 but subtotal is 199.99",
+            "lines sum to $90.00 but subtotal is $199.99",
         ),
     ],
 )
@@ -601,7 +601,8 @@ def test_connectwise_base_url_is_built_from_site_and_codebase() -> None:
 
 
 def test_a_subtotal_and_tax_that_do_not_make_the_total_are_rejected() -> None:
-    with pytest.raises(RecordError, match=r"subtotal 199\.99 \+ tax 16\.50 is 216\.49 but total is 226\.49"):
+    reason = r"subtotal \$199\.99 \+ tax \$16\.50 is \$216\.49 but total is \$226\.49"
+    with pytest.raises(RecordError, match=reason):
         invoice_from_api(invoice(total=226.49))
 
 

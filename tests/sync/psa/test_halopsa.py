@@ -135,7 +135,7 @@ def test_the_accounts_address_of_a_client_is_its_billing_contact() -> None:
         ({"currency": "XYZ"}, "unknown currency 'XYZ'"),
         ({"duedate": "31/01/2025"}, "unparseable duedate '31/01/2025'"),
         ({"total": 240.001}, "total: 240.001 has more decimal places"),
-        ({"tax_total": 0.0}, "lines sum to 200.00 but subtotal is 240.00"),
+        ({"tax_total": 0.0}, "lines sum to $200.00 but subtotal is $240.00"),
         ({"lines": [{"net_amount": 200.0}]}, "line 1: missing item_shortdescription"),
         ({"lines": "none"}, "lines is not a list"),
     ],

@@ -234,14 +234,24 @@ def test_a_quarantined_invoice_is_titled_with_its_number_for_every_psa(psa_world
 
     specs = psa_world.populate(4, companies=1)
     psa_world.break_invoice(specs[1].remote_id, "missing total")
+    fragment = psa_world.break_invoice(specs[2].remote_id, "lines not summing")
     services = build_services(psa_world.config(tmp_path), clock=frozen_clock)
     assert poll_psa.run(services).error is None
     owner = make_admin(services, "o@msp.example", "owner")
     admin = sign_in(create_app(services).test_client(), owner, frozen_clock)
+    client_id = services.store.scalar("SELECT id FROM clients")
 
     page = admin.get("/admin/exceptions").get_data(as_text=True)
 
-    assert f"Quarantined PSA invoice {specs[1].remote_id} ({specs[1].number})" in page
+    # Named by its number and its client (the company the PSA record names), with a link to it.
+    whose = "Client 00 — Ünïcode &amp; Co"
+    assert f"Quarantined PSA invoice {specs[1].remote_id} ({specs[1].number}) of {whose}</h2>" in page
+    q = services.store.scalar("SELECT id FROM quarantine WHERE remote_id = ?", (specs[1].remote_id,))
+    assert f'href="/admin/clients/{client_id}" id="client-of-quarantine-{q}"' in page
+    # Amounts in the reason read as money: "$1,234.50", never a bare "1234.50".
+    reason = services.store.scalar("SELECT reason FROM quarantine WHERE remote_id = ?", (specs[2].remote_id,))
+    assert fragment in reason, reason
+    assert re.search(r"\$[\d,]+\.\d\d but (sub)?total is \$[\d,]+\.\d\d", reason), reason
 
 
 def test_quarantined_companies_and_contacts_are_titled_with_their_names(svc, as_owner):
