@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -210,6 +211,20 @@ def run(
             log.exception("PSA poll %s/%s could not read the source", connector, obj)
             reason = ConnectorError(f"cannot read the {obj} from the source: {type(exc).__name__}: {exc}",
                                     retryable=True)
+            _failed(services, report, connector, obj, batch.cursor, counts, reason, fingerprint)
+            break
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error):
+                raise  # the store failed (a full disk), not the PSA: the job fails loudly, as it should
+            batch.commit()
+            # A defect met on an answer nobody foresaw: the same one error, with the traceback in
+            # the log, rather than a crashed job that says nothing on the Sync page.
+            log.exception("PSA poll %s/%s stopped on an unexpected error", connector, obj)
+            reason = ConnectorError(
+                f"the {obj} sweep stopped on an unexpected error ({type(exc).__name__}: {exc}); "
+                "the log has the details",
+                retryable=True,
+            )
             _failed(services, report, connector, obj, batch.cursor, counts, reason, fingerprint)
             break
         finally:

@@ -67,12 +67,24 @@ def rounded_minor(value: Any, currency: str, where: str, *, default: int | None 
     return int(d.scaleb(exponent(currency)).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 
 
+def was_rounded(value: Any, currency: str) -> bool:
+    """Whether rounded_minor(value) dropped places: the vendor's number has more decimals than the
+    currency (Autotask keeps four on a line)."""
+    try:
+        d = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except InvalidOperation:
+        return False
+    return d.is_finite() and d != d.quantize(Decimal(1).scaleb(-_places(currency)), rounding=ROUND_HALF_EVEN)
+
+
 def settle(
-    lines: list[RemoteLine], subtotal_minor: int, currency: str
+    lines: list[RemoteLine], subtotal_minor: int, currency: str, *, rounded: int
 ) -> tuple[tuple[RemoteLine, ...], str | None]:
-    """The lines, plus a Rounding line for a per-line rounding remainder; or the reason to reject."""
+    """The lines, plus a Rounding line for the remainder that rounding `rounded` of their amounts
+    left (at most a minor unit each); or the reason to reject. Lines in whole minor units must sum
+    to the subtotal exactly."""
     rest = subtotal_minor - sum(line.amount_minor for line in lines)
-    if rest and abs(rest) <= max(1, len(lines)):
+    if rest and abs(rest) <= rounded:
         return (*lines, RemoteLine("Rounding", "1", rest, rest)), None
     return tuple(lines), lines_mismatch(lines, subtotal_minor, currency)
 

@@ -34,7 +34,7 @@ from sync.base import (
     RemoteLine,
 )
 from sync.http import HttpClient
-from sync.psa.amounts import field_minor, rounded_minor, settle
+from sync.psa.amounts import field_minor, rounded_minor, settle, was_rounded
 from sync.psa.connectwise import map_or_reject, parse_quantity, split_names
 from sync.psa.fields import optional_time, record_id, required_date, text_or_none
 
@@ -216,6 +216,7 @@ def _lines(
     problems: list[str],
 ) -> tuple[RemoteLine, ...]:
     lines: list[RemoteLine] = []
+    rounded = 0  # line amounts with more decimals than the currency
     before = len(problems)
     for n, item in enumerate(
         sorted(items, key=lambda i: (i.get("itemDate") or "", i.get("id") or 0)), start=1
@@ -228,6 +229,7 @@ def _lines(
         try:
             qty = parse_quantity(item.get("quantity"), where)
             amount = rounded_minor(item.get("extendedPrice"), currency, f"{where}: extendedPrice")
+            rounded += was_rounded(item.get("extendedPrice"), currency)
             unit = rounded_minor(item.get("rate"), currency, f"{where}: rate", default=amount)
             item_tax = rounded_minor(item.get("taxDollars"), currency, f"{where}: taxDollars", default=0)
         except RecordError as exc:
@@ -249,7 +251,7 @@ def _lines(
         )
     if len(problems) > before:
         return ()
-    settled, reason = settle(lines, subtotal, currency)
+    settled, reason = settle(lines, subtotal, currency, rounded=rounded)
     if reason:
         problems.append(reason)
     return settled
@@ -308,10 +310,12 @@ class Autotask:
 
     def invoices(self, cursor: str | None) -> Iterator[Page]:
         """Pages of RemoteInvoice | Rejected created, voided or marked paid after `cursor`."""
+        self._forget_lookups()
         return self._sweep("Invoices", cursor, _INVOICE_CHANGES, self._map_invoices)
 
     def refresh(self, remote_ids: Iterable[str]) -> Iterator[Page]:
         """The invoices `remote_ids` as they are now (ids that no longer exist are left out)."""
+        self._forget_lookups()
         ids = sorted({int(i) for i in remote_ids if _numeric(str(i))})
         for start in range(0, len(ids), MAX_PAGE):
             chunk = ids[start : start + MAX_PAGE]
@@ -483,15 +487,25 @@ class Autotask:
             )
         return out
 
+    def _forget_lookups(self) -> None:
+        # Currencies, company currencies and contract names are read once a sweep, not once a
+        # process: the MSP adds a currency or moves a client to another one while Cashloop runs.
+        self._currencies = None
+        self._internal_currency = None
+        self._company_currency.clear()
+        self._contracts.clear()
+
     def _billing_items(self, invoice_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-        found: dict[int, list[dict[str, Any]]] = {}
+        found: dict[int, dict[Any, dict[str, Any]]] = {}
         for start in range(0, len(invoice_ids), MAX_PAGE):
             chunk = invoice_ids[start : start + MAX_PAGE]
             for records in self._query("BillingItems", [{"op": "in", "field": "invoiceID", "value": chunk}]):
                 for item in records:
                     if isinstance(item, dict) and _is_int(item.get("invoiceID")):
-                        found.setdefault(item["invoiceID"], []).append(item)
-        return found
+                        # An item listed again (on the next page as well) is one line: keyed by id.
+                        key = item["id"] if _is_int(item.get("id")) else ("no id", id(item))
+                        found.setdefault(item["invoiceID"], {})[key] = item
+        return {invoice: list(items.values()) for invoice, items in found.items()}
 
     def _learn_contracts(self, ids: set[str | None]) -> None:
         wanted = sorted(int(i) for i in ids if i not in self._contracts and _numeric(i))
@@ -500,7 +514,7 @@ class Autotask:
             for records in self._query(
                 "Contracts", [{"op": "in", "field": "id", "value": chunk}], include=["id", "contractName"]
             ):
-                for r in records:
+                for r in _objects(records):
                     self._contracts[str(r.get("id"))] = text_or_none(r.get("contractName"))
             self._contracts.update({str(i): self._contracts.get(str(i)) for i in chunk})
 
@@ -511,7 +525,7 @@ class Autotask:
             for records in self._query(
                 "Companies", [{"op": "in", "field": "id", "value": chunk}], include=["id", "currencyID"]
             ):
-                for r in records:
+                for r in _objects(records):
                     self._company_currency[str(r.get("id"))] = _ref(r.get("currencyID"))
 
     def _currency_of(self, company: str | None) -> str | None:
@@ -519,7 +533,7 @@ class Autotask:
         if self._currencies is None:
             self._currencies = {}
             for records in self._query("Currencies", [{"op": "gt", "field": "id", "value": 0}]):
-                for r in records:
+                for r in _objects(records):
                     self._currencies[str(r.get("id"))] = str(r.get("name") or "").strip()
                     if r.get("isInternalCurrency") is True:
                         self._internal_currency = str(r.get("name") or "").strip()
@@ -529,6 +543,11 @@ class Autotask:
         if currency_id is None:
             return self._internal_currency or self._rules.currency
         return self._currencies.get(currency_id, f"currency #{currency_id}")
+
+
+def _objects(records: list[Any]) -> list[dict[str, Any]]:
+    """The records of a lookup that are objects (a null among them names nothing)."""
+    return [r for r in records if isinstance(r, dict)]
 
 
 def _is_int(value: Any) -> bool:

@@ -38,7 +38,7 @@ from sync.base import (
 )
 from sync.http import HttpClient
 from sync.psa import refetch
-from sync.psa.amounts import field_minor, rounded_minor, settle
+from sync.psa.amounts import field_minor, rounded_minor, settle, was_rounded
 from sync.psa.connectwise import json_bytes, map_or_reject, parse_quantity
 from sync.psa.fields import optional_time, record_id, required_date, text_or_none
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 KEY_PREFIX = "cashloop:"  # thirdpartyid of the InvoicePayment rows Cashloop writes
 TOKEN_MARGIN = timedelta(seconds=60)
 MAX_REPEATED_PAGES = 3  # full pages in a row with no new record before a listing is given up
+MAX_STEP_BACKS = 20  # pages read again, for deletions made while paging, before a listing is given up
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
         problems.append("lines is not a list")
         return ()
     lines: list[RemoteLine] = []
+    rounded = 0  # line amounts with more decimals than the currency
     before = len(problems)
     for n, item in enumerate(given, start=1):
         where = f"line {n}"
@@ -252,6 +254,7 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
         try:
             qty = parse_quantity(item.get("qty_order"), where)
             amount = rounded_minor(item.get("net_amount"), currency, f"{where}: net_amount")
+            rounded += was_rounded(item.get("net_amount"), currency)
             unit = rounded_minor(item.get("unit_price"), currency, f"{where}: unit_price", default=amount)
             line_tax = rounded_minor(item.get("tax_amount"), currency, f"{where}: tax_amount", default=0)
         except RecordError as exc:
@@ -272,7 +275,7 @@ def _lines(given: Any, currency: str, subtotal: int, problems: list[str]) -> tup
         )
     if len(problems) > before:
         return ()
-    settled, reason = settle(lines, subtotal, currency)
+    settled, reason = settle(lines, subtotal, currency, rounded=rounded)
     if reason:
         problems.append(reason)
     return settled
@@ -312,7 +315,7 @@ class HaloPsa:
         self._http = http
         self._clock = clock
         self._token: str | None = None
-        self._token_expires_at: datetime | None = None
+        self._token_renew_at: datetime | None = None
 
     # -- PsaSource ---------------------------------------------------------------------------------
 
@@ -331,13 +334,12 @@ class HaloPsa:
         for clients, _, _ in self._list("/Client", "clients", {"order": "id", "includeinactive": "true"}):
             items: list[Any] = []
             for client in clients:
-                if not isinstance(client, dict) or client.get("id") is None:
-                    continue
+                client_id = _askable_id(client)
+                if client_id is None:
+                    continue  # the client itself is quarantined by companies(); its users cannot be asked for
                 users = [
                     u
-                    for page, _, _ in self._list(
-                        "/Users", "users", {"client_id": str(client["id"]), "order": "id"}
-                    )
+                    for page, _, _ in self._list("/Users", "users", {"client_id": client_id, "order": "id"})
                     for u in page
                 ]
                 items.extend(
@@ -384,11 +386,11 @@ class HaloPsa:
             yield Page(items, None)
 
     def refresh(self, remote_ids: Iterable[str]) -> Iterator[Page]:
-        """The invoices `remote_ids` as they are now (`GET /Invoice/{id}`: its InvoiceHeader has the
+        """The invoices `remote_ids` as they are now (`GET /Invoice/{id}` with its details, the
         lines); an id gone at Halo is left out."""
         return refetch.by_id(
             remote_ids,
-            lambda rid: self._get_json(f"/Invoice/{rid}", {}),
+            lambda rid: self._get_json(f"/Invoice/{rid}", {"includedetails": "true"}),
             lambda raw: map_or_reject("invoice", invoice_from_api, raw, self._rules),
         )
 
@@ -480,6 +482,8 @@ class HaloPsa:
         page_no = first
         seen: set[Any] = set()
         repeats = 0  # full pages in a row that brought no record not read already
+        count: int | None = None  # record_count as the last page gave it
+        step_backs = 0
         while True:
             query = {
                 **params,
@@ -491,10 +495,29 @@ class HaloPsa:
             records = data.get(key) if isinstance(data, dict) else None
             if not isinstance(records, list):
                 raise ConnectorError(f"GET {path}: expected {{{key}: [...]}}", retryable=False)
-            # A full page means there may be more, whatever record_count says (a count can be
-            # stale); past the end Halo answers an empty page.
-            is_last = len(records) < self._page_size
+            now_counted = _count(data)
+            if count is not None and now_counted is not None and now_counted < count and page_no > first:
+                # Records of the pages read were deleted meanwhile: pages are numbered by position,
+                # so the records that moved up onto the page before this one were never read. Read
+                # that page again first (what was read already comes again, and is dropped or
+                # stored unchanged); then this one.
+                step_backs += 1
+                if step_backs > MAX_STEP_BACKS:
+                    raise ConnectorError(
+                        f"GET {path}: records kept being deleted while the list was read; read again later",
+                        retryable=True,
+                    )
+                count = now_counted
+                page_no -= 1
+                continue
+            count = now_counted if now_counted is not None else count
             ids = {str(r["id"]) for r in records if isinstance(r, dict) and _is_id(r.get("id"))}
+            # A full page means there may be more, whatever record_count says (a count can be
+            # stale); past the end Halo answers an empty page. A short page ends the list, unless
+            # record_count says more remain (a server with pages smaller than the size asked).
+            is_last = not records or (
+                len(records) < self._page_size and (count is None or len(seen | ids) >= count)
+            )
             # A page of records read already happens once when records edited while paging
             # newest first push the rest down a page; page after page of them is a server
             # answering the same page for every number, which would be paged forever.
@@ -530,7 +553,7 @@ class HaloPsa:
 
     def _access_token(self) -> str:
         now = self._clock.utc_now()
-        if self._token and self._token_expires_at and now < self._token_expires_at - TOKEN_MARGIN:
+        if self._token and self._token_renew_at and now < self._token_renew_at:
             return self._token
         s = self._settings
         params = {"tenant": s.tenant} if s.tenant else None
@@ -557,14 +580,31 @@ class HaloPsa:
         seconds = (
             expires if isinstance(expires, int) and not isinstance(expires, bool) and expires > 0 else 3600
         )
-        self._token, self._token_expires_at = token, now + timedelta(seconds=seconds)
+        # Renewed a minute before it expires, or half-way through a life shorter than two minutes.
+        margin = min(TOKEN_MARGIN, timedelta(seconds=seconds / 2))
+        self._token, self._token_renew_at = token, now + timedelta(seconds=seconds) - margin
         return token
+
+
+def _askable_id(raw: Any) -> str | None:
+    """The record's id when Halo can be asked about it (a positive whole number), else None."""
+    try:
+        rid = record_id(raw)
+    except RecordError:
+        return None
+    return rid if rid.isascii() and rid.isdigit() and int(rid) > 0 else None
 
 
 def _already_read(raw: Any, after: int) -> bool:
     # Only a well-formed id can be "already read"; any other record goes on to be quarantined.
     value = raw.get("id") if isinstance(raw, dict) else None
     return type(value) is int and 0 < value <= after
+
+
+def _count(data: Any) -> int | None:
+    """A list answer's record_count, when it is a whole number."""
+    value = data.get("record_count") if isinstance(data, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _int(value: Any) -> int:

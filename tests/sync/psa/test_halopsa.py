@@ -335,6 +335,20 @@ def test_invoice_ids_lists_ids_only(fake: HaloFake, clock) -> None:
     assert all(r.query.get("idonly") == "true" for r in fake.requests if r.path == "/Invoice")
 
 
+def test_an_invoice_read_again_by_id_asks_for_its_details_and_keeps_its_lines(fake: HaloFake, clock) -> None:
+    seed(fake, 2)
+    halo = connector(fake, clock)
+    listed = {inv.remote_id: inv for page in halo.invoices(None) for inv in page.items}
+
+    (page,) = list(halo.refresh(["1001"]))
+
+    (again,) = page.items
+    assert isinstance(again, RemoteInvoice) and again.lines == listed["1001"].lines and again.lines
+    assert sum(line.amount_minor for line in again.lines) == again.subtotal_minor
+    (get,) = [r for r in fake.requests if r.path == "/Invoice/1001"]
+    assert get.query.get("includedetails") == "true"
+
+
 def test_the_maps_of_a_page_keep_going_past_a_bad_record(fake: HaloFake, clock) -> None:
     records = seed(fake, 2)
     records[0]["total"] = None
