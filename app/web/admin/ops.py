@@ -19,8 +19,9 @@ def sync() -> Any:
 
     store, entity_id = services().store, entity_filter.selected_id()
     connectors = connector_status(store)
+    stored = {c.connector: _stored(store, c.connector, entity_id) for c in connectors}
     if entity_id is None:
-        return render_template("admin/sync.html", connectors=connectors, entity_clients={})
+        return render_template("admin/sync.html", connectors=connectors, entity_clients={}, stored=stored)
     # A connector serves every entity: under the filter only its counts narrow to the entity's records.
     entity_clients = {}
     for n, c in enumerate(connectors):
@@ -42,7 +43,28 @@ def sync() -> Any:
         entity_clients[c.connector] = int(store.scalar(
             "SELECT COUNT(*) FROM clients WHERE source = ? AND entity_id = ?", (c.connector, entity_id)
         ) or 0)
-    return render_template("admin/sync.html", connectors=connectors, entity_clients=entity_clients)
+    return render_template(
+        "admin/sync.html", connectors=connectors, entity_clients=entity_clients, stored=stored
+    )
+
+
+# What each synced object amounts to in the store, so the page shows what arrived in all, not
+# only what the last poll changed (often nothing).
+_STORED_SQL = {
+    "companies": "SELECT COUNT(*) FROM clients c WHERE c.source = ?",
+    "contacts": "SELECT COUNT(*) FROM contacts k JOIN clients c ON c.id = k.client_id "
+    "WHERE k.source = ? AND k.is_active = 1",
+    "invoices": "SELECT COUNT(*) FROM invoices i JOIN clients c ON c.id = i.client_id "
+    "WHERE i.source = ? AND i.status != 'deleted'",
+}
+
+
+def _stored(store: Any, connector: str, entity_id: int | None) -> dict[str, int]:
+    if entity_id is None:
+        scope, params = "", (connector,)
+    else:
+        scope, params = " AND c.entity_id = ?", (connector, entity_id)
+    return {obj: int(store.scalar(sql + scope, params) or 0) for obj, sql in _STORED_SQL.items()}
 
 
 @bp.get("/outbox")

@@ -190,7 +190,7 @@ def test_the_sync_page_shows_each_connector_object_with_its_cursor_counts_and_er
     page = as_owner.get("/admin/sync").get_data(as_text=True)
     assert "created 60" in page and "contacts.json: not valid JSON" in page
     # Times read like every other date of the console: "March 10, 2026", then the local time.
-    assert "Last run March 10, 2026 10:00 · all objects last fine never" in page
+    assert "Last run March 10, 2026 10:00 · every object read without error never" in page
     assert _cell(page, "counts-files-invoices") == "created 60"
     assert _cell(page, "counts-files-contacts") == "—"  # that read failed: no counts to show
 
@@ -209,6 +209,9 @@ def test_a_poll_that_found_nothing_new_says_so_in_the_counts(svc, as_owner):
         "SELECT counts_json FROM sync_state WHERE object = 'companies'")) == {}
     again = as_owner.get("/admin/sync").get_data(as_text=True)
     assert _cell(again, "counts-files-companies") == "nothing new"
+    # What arrived in all stays on the page: the company is in the store.
+    assert _cell(again, "stored-files-companies") == "1"
+    assert _cell(again, "stored-files-invoices") == "0"
 
 
 def test_the_email_log_filters_by_status_and_address(svc, as_owner):
