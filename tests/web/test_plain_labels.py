@@ -131,6 +131,12 @@ def test_the_admin_shows_payment_statuses_and_effects_in_words(svc, acme, clock)
         outbox.enqueue(db, clock, kind="psa_payment", key=f"p-{alloc}", payload={"allocation_id": alloc})
         db.execute("UPDATE outbox SET status = 'done' WHERE kind = 'journal_payment'")
         db.execute("UPDATE outbox SET status = 'dead', last_error = 'refused' WHERE kind = 'psa_payment'")
+        # The card as the processor named it once the payment was confirmed.
+        db.execute(
+            "INSERT INTO payment_method_labels (payment_id, type, brand, last4, recorded_at) "
+            "VALUES (?, 'card', 'visa', '4242', '2026-03-10T15:00:00Z')",
+            (pay.id,),
+        )
     admin = admin_sign_in(create_app(svc).test_client(), make_admin(svc, "fin@msp.example", "finance"), clock)
 
     listing = admin.get("/admin/payments").get_data(as_text=True)
@@ -139,7 +145,10 @@ def test_the_admin_shows_payment_statuses_and_effects_in_words(svc, acme, clock)
     assert options["succeeded"] == "Succeeded" and options["requires_action"] == "Needs authentication"
     assert options["submitted"] == "Submitted"
 
+    assert '<td data-label="Method">Visa •••• 4242</td>' in listing.split(f'id="payment-{pay.id}"')[1]
+
     page = admin.get(f"/admin/payments/{pay.id}").get_data(as_text=True)
+    assert '<dd id="payment-method">Visa •••• 4242</dd>' in page  # as the client's receipt names it
     assert '<table class="responsive" id="payment-allocations">' in page
     assert '<table class="responsive" id="payment-effects">' in page
     effects = page.split('id="payment-effects"')[1].split("</table>")[0]

@@ -171,11 +171,13 @@ _PAYMENT_COLUMNS = (
     "p.id, p.token, p.client_id, p.method, p.amount_minor, p.currency, p.status, p.created_at, "
     "p.succeeded_at, "
     "p.failure_reason, p.processor_ref, p.initiated_by, c.name AS client_name, m.reference, m.received_on, "
+    "l.brand, l.last4, l.bank_name, "
     "(SELECT group_concat(number, ', ') FROM (SELECT DISTINCT i.number FROM allocations a "
     "JOIN invoices i ON i.id = a.invoice_id WHERE a.payment_id = p.id ORDER BY i.number)) AS invoice_numbers"
 )
 _PAYMENT_FROM = (
-    "FROM payments p JOIN clients c ON c.id = p.client_id LEFT JOIN manual_payments m ON m.payment_id = p.id"
+    "FROM payments p JOIN clients c ON c.id = p.client_id LEFT JOIN manual_payments m ON m.payment_id = p.id "
+    "LEFT JOIN payment_method_labels l ON l.payment_id = p.id"
 )
 
 
