@@ -3,7 +3,8 @@
 Invoice totals are taken exactly (Money.from_vendor_number rejects a stray fraction of a cent).
 Line amounts are rounded to the currency's minor unit with one rule (half to even); the small
 remainder that per-line rounding leaves becomes a "Rounding" line, so the lines still sum to the
-subtotal exactly; a remainder larger than a minor unit per line is a wrong invoice, not rounding.
+subtotal exactly; a remainder larger than a minor unit per rounded line (any remainder, when no
+line had places to round) is a wrong invoice, not rounding.
 """
 
 from __future__ import annotations
