@@ -203,28 +203,23 @@ def run(
             batch.commit()  # the pages applied before the error are whole, each with its cursor
             _failed(services, report, connector, obj, batch.cursor, counts, exc, fingerprint)
             break
-        except (UnicodeDecodeError, ValueError, OSError) as exc:
-            batch.commit()
-            # A source the connector could not read (an export in a Windows code page, a cell the
-            # CSV reader refuses, a file gone mid-read): one clear error for the admin, no crash;
-            # the committed pages and the cursor stay as they are.
-            log.exception("PSA poll %s/%s could not read the source", connector, obj)
-            reason = ConnectorError(f"cannot read the {obj} from the source: {type(exc).__name__}: {exc}",
-                                    retryable=True)
-            _failed(services, report, connector, obj, batch.cursor, counts, reason, fingerprint)
-            break
+        except sqlite3.Error:
+            raise  # the store failed (a full disk), not the PSA: the job fails loudly, as it should
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error):
-                raise  # the store failed (a full disk), not the PSA: the job fails loudly, as it should
-            batch.commit()
-            # A defect met on an answer nobody foresaw: the same one error, with the traceback in
-            # the log, rather than a crashed job that says nothing on the Sync page.
-            log.exception("PSA poll %s/%s stopped on an unexpected error", connector, obj)
-            reason = ConnectorError(
-                f"the {obj} sweep stopped on an unexpected error ({type(exc).__name__}: {exc}); "
-                "the log has the details",
-                retryable=True,
-            )
+            batch.commit()  # the committed pages and the cursor stay as they are
+            if isinstance(exc, UnicodeDecodeError | ValueError | OSError):
+                # A source the connector could not read (an export in a Windows code page, a cell
+                # the CSV reader refuses, a file gone mid-read).
+                what = f"cannot read the {obj} from the source: {type(exc).__name__}: {exc}"
+            else:
+                # A defect met on an answer nobody foresaw.
+                what = (
+                    f"the {obj} sweep stopped on an unexpected error ({type(exc).__name__}: {exc}); "
+                    "the log has the details"
+                )
+            # One clear error for the admin on the Sync page, the traceback in the log; no crash.
+            log.exception("PSA poll %s/%s: %s", connector, obj, what)
+            reason = ConnectorError(what, retryable=True)
             _failed(services, report, connector, obj, batch.cursor, counts, reason, fingerprint)
             break
         finally:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from app.core import autopay, autopay_skips, saved_methods
-from app.core.clock import local_today, to_db
+from app.core.clock import local_today
 from app.core.money import Money, MoneyError
 from app.web import services
+from app.web.filters import wall_clock
 from app.web.invoice_actions import VIEW_ONLY
 from app.web.pay import AmountError, parse_amount
 from app.web.session import portal_user
@@ -71,8 +72,8 @@ def _first_charge(client_id: int) -> str:
     tz = svc.config.tz
     # The run's real wall-clock time, in the portal's words ("6:00 AM CST"): on a spring-forward
     # night a 02:30 run happens at 03:30.
-    run_at = autopay.local_run_at(first.charge_on, svc.config.autopay.run_time, tz).astimezone(UTC)
-    at = current_app.jinja_env.filters["local_time"](to_db(run_at))
+    run_at = autopay.local_run_at(first.charge_on, svc.config.autopay.run_time, tz)
+    at = wall_clock(run_at.astimezone(UTC).astimezone(tz))  # through UTC: a skipped 02:30 reads 03:30
     today = local_today(svc.clock, tz)
     days = (first.charge_on - today).days
     hint = ' To leave an invoice out, use "Skip this charge" below before then.'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from babel.dates import format_date, format_time
@@ -103,6 +103,13 @@ def amount_input(amount_minor: int, currency: str) -> str:
     return format(Money(amount_minor, currency).to_decimal(), "f")
 
 
+def wall_clock(moment: datetime) -> str:
+    """An aware instant as the wall-clock time of its own zone: "3:04 PM CDT"."""
+    # NOTE: CLDR puts a narrow no-break space before AM/PM; a plain space reads and copies better.
+    clock_text = format_time(moment, format="short", locale=LOCALE).replace("\u202f", " ")
+    return f"{clock_text} {moment.strftime('%Z')}"
+
+
 def register_filters(app: Flask, config: Config) -> None:
     tz = config.tz
 
@@ -119,12 +126,7 @@ def register_filters(app: Flask, config: Config) -> None:
 
     def local_time(instant: str | None) -> str:
         """A stored UTC instant as the MSP's wall-clock time with its zone: "3:04 PM CDT"."""
-        if not instant:
-            return ""
-        moment = from_db(instant).astimezone(tz)
-        # NOTE: CLDR puts a narrow no-break space before AM/PM; a plain space reads and copies better.
-        clock_text = format_time(moment, format="short", locale=LOCALE).replace("\u202f", " ")
-        return f"{clock_text} {moment.strftime('%Z')}"
+        return wall_clock(from_db(instant).astimezone(tz)) if instant else ""
 
     app.jinja_env.filters.update(
         money=fast_money,

@@ -77,32 +77,26 @@ def due_totals(
 ) -> list[DueTotal]:
     """What the client owes in each currency (credits not netted), apart from what is being paid."""
     left = "MAX(0, balance_minor - reserved_minor)"
-    params = {"client": client_id, "today": today.isoformat()}
-    by_kind: dict[str, list[tuple[str, int]]] = {}
-    for r in store.all(
-        f"{client_invoices_cte(th or {})} SELECT currency, kind, "
-        f"SUM(CASE WHEN awaits_approval THEN 0 ELSE {left} END) AS payable_minor "
-        f"FROM inv WHERE {_OWED} GROUP BY currency, kind ORDER BY currency, kind",
-        params,
-    ):
-        by_kind.setdefault(r["currency"], []).append((r["kind"], r["payable_minor"]))
+    # One pass, by currency and kind: the currency's figures are the sums of its kinds' rows.
     rows = store.all(
-        f"{client_invoices_cte(th or {})} SELECT currency, "
+        f"{client_invoices_cte(th or {})} SELECT currency, kind, "
         f"SUM({left}) AS open_minor, "
         f"SUM(CASE WHEN due_on < :today THEN {left} ELSE 0 END) AS overdue_minor, "
         f"SUM(CASE WHEN due_on = :today THEN {left} ELSE 0 END) AS due_today_minor, "
         f"SUM(MIN(balance_minor, reserved_minor)) AS processing_minor, "
         f"SUM(CASE WHEN awaits_approval THEN 0 ELSE {left} END) AS payable_minor "
-        f"FROM inv WHERE {_OWED} GROUP BY currency ORDER BY currency",
-        params,
+        f"FROM inv WHERE {_OWED} GROUP BY currency, kind ORDER BY currency, kind",
+        {"client": client_id, "today": today.isoformat()},
     )
-    return [
-        DueTotal(
-            r["currency"], r["open_minor"], r["overdue_minor"], r["due_today_minor"], r["processing_minor"],
-            r["payable_minor"], tuple(by_kind.get(r["currency"], ())),
-        )
-        for r in rows
-    ]
+    sums = ("open_minor", "overdue_minor", "due_today_minor", "processing_minor", "payable_minor")
+    totals: dict[str, list[int]] = {}
+    by_kind: dict[str, list[tuple[str, int]]] = {}
+    for r in rows:
+        figures = totals.setdefault(r["currency"], [0] * len(sums))
+        for n, name in enumerate(sums):
+            figures[n] += r[name]
+        by_kind.setdefault(r["currency"], []).append((r["kind"], r["payable_minor"]))
+    return [DueTotal(currency, *figures, tuple(by_kind[currency])) for currency, figures in totals.items()]
 
 
 def credit_totals(store: Store, client_id: int, today: date) -> list[CreditTotal]:

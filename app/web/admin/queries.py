@@ -394,10 +394,10 @@ _LABEL_PATHS = (
     "$.companyName", "$.company_name", "$.name",
 )
 _QUARANTINE_LABEL = (
-    "CASE WHEN json_valid(raw_json) THEN COALESCE("
-    + ", ".join(f"NULLIF(trim(json_extract(raw_json, '{path}')), '')" for path in _LABEL_PATHS)
-    + ", NULLIF(trim(COALESCE(json_extract(raw_json, '$.firstName'), '') || ' ' || "
-    "COALESCE(json_extract(raw_json, '$.lastName'), '')), '')) END"
+    "CASE WHEN json_valid(q.raw_json) THEN COALESCE("
+    + ", ".join(f"NULLIF(trim(json_extract(q.raw_json, '{path}')), '')" for path in _LABEL_PATHS)
+    + ", NULLIF(trim(COALESCE(json_extract(q.raw_json, '$.firstName'), '') || ' ' || "
+    "COALESCE(json_extract(q.raw_json, '$.lastName'), '')), '')) END"
 )
 
 
@@ -405,10 +405,11 @@ _QUARANTINE_LABEL = (
 # invoice and contact, HaloPSA, an export's rows), so the queue says whose record it is.
 _COMPANY_PATHS = ("$.company.id", "$.invoice.companyID", "$.companyID", "$.client_id", "$.company_id")
 _QUARANTINE_CLIENT = (
-    "(SELECT c.id || ' ' || c.name FROM clients c WHERE c.source = quarantine.source "
-    "AND quarantine.object != 'company' AND json_valid(quarantine.raw_json) AND c.remote_id = CAST(COALESCE("
-    + ", ".join(f"json_extract(quarantine.raw_json, '{path}')" for path in _COMPANY_PATHS)
-    + ") AS TEXT))"
+    "LEFT JOIN clients c ON c.source = q.source AND q.object != 'company' "
+    # CASE, not AND: only CASE keeps json_extract away from a record that is not JSON.
+    "AND c.remote_id = CASE WHEN json_valid(q.raw_json) THEN CAST(COALESCE("
+    + ", ".join(f"json_extract(q.raw_json, '{path}')" for path in _COMPANY_PATHS)
+    + ") AS TEXT) END"
 )
 
 
@@ -436,12 +437,12 @@ def exceptions_queue(store: Store) -> list[QueueItem]:
             )
         )
     for r in store.all(
-        f"SELECT *, {_QUARANTINE_LABEL} AS label, {_QUARANTINE_CLIENT} AS client FROM quarantine "
-        "WHERE resolved_at IS NULL ORDER BY last_seen_at DESC, id DESC"
+        f"SELECT q.*, {_QUARANTINE_LABEL} AS label, c.id AS client_id, c.name AS client_name "
+        f"FROM quarantine q {_QUARANTINE_CLIENT} "
+        "WHERE q.resolved_at IS NULL ORDER BY q.last_seen_at DESC, q.id DESC"
     ):
         label = f" ({r['label']})" if r["label"] not in (None, "", r["remote_id"]) else ""
-        client_id, _, client_name = (r["client"] or "").partition(" ")
-        whose = f" of {client_name}" if client_name else ""
+        whose = f" of {r['client_name']}" if r["client_name"] else ""
         items.append(
             QueueItem(
                 "quarantine",
@@ -452,7 +453,7 @@ def exceptions_queue(store: Store) -> list[QueueItem]:
                 "Correct the record in the PSA; the next sync reads it again and releases it. "
                 "Dismiss it if it needs nothing (it comes back only if the PSA changes it).",
                 r["last_seen_at"],
-                {"source": r["source"], "client_id": int(client_id) if client_id else None},
+                {"source": r["source"], "client_id": r["client_id"]},
             )
         )
     for r in store.all("SELECT * FROM sync_state WHERE last_error IS NOT NULL ORDER BY connector, object"):
